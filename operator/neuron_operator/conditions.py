@@ -1,0 +1,201 @@
+"""Pure status computation: observations of the children in, the next status document out.
+
+Readiness comes from the children's own state (the compile Job's conditions, the Deployment's replica counts
+and Available condition), never invented. Conditions keep their lastTransitionTime when their status does not
+change, so recomputing an unchanged world yields an identical status and the operator writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .api.status import ConditionStatus as S
+from .api.status import ConditionType as T
+from .api.status import Phase, Reason
+from .validation import Problem
+
+JOB_MISSING = "Missing"
+JOB_PENDING = "Pending"
+JOB_RUNNING = "Running"
+JOB_SUCCEEDED = "Succeeded"
+JOB_FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class CompileObservation:
+    job_name: str
+    state: str  # JOB_*
+    attempts: int = 0
+    failure: str = ""  # e.g. "OOMKilled (exit 137): <termination message>"
+
+
+@dataclass(frozen=True)
+class ServingObservation:
+    exists: bool
+    artifact_key: Optional[str] = None  # the key the workload's pod template uses
+    desired: int = 0
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    rolled_out: bool = False  # controller observed the latest template and every replica is updated
+    unavailable_reason: str = ""  # e.g. scheduling failure detail
+
+
+@dataclass
+class StatusInputs:
+    generation: int
+    replicas: int
+    problems: list[Problem] = field(default_factory=list)
+    key: Optional[str] = None
+    artifact_location: Optional[str] = None
+    stack: Optional[str] = None
+    compile: Optional[CompileObservation] = None
+    serving: ServingObservation = field(default_factory=lambda: ServingObservation(exists=False))
+    endpoint: Optional[str] = None
+    selector: Optional[str] = None
+
+
+def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+                  generation: int, now: str) -> None:
+    """Insert or update one condition in place; lastTransitionTime moves only when status flips."""
+    for cond in conditions:
+        if cond["type"] == type_:
+            if cond.get("status") != status:
+                cond["lastTransitionTime"] = now
+            cond.update(status=status, reason=reason, message=message, observedGeneration=generation)
+            return
+    conditions.append({"type": type_, "status": status, "reason": reason, "message": message,
+                       "lastTransitionTime": now, "observedGeneration": generation})
+
+
+def _ordered(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = {t: i for i, t in enumerate(T.ALL)}
+    return sorted(conditions, key=lambda c: order.get(c["type"], len(order)))
+
+
+def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now: str) -> dict[str, Any]:
+    prev = previous or {}
+    conditions = [dict(c) for c in prev.get("conditions") or [] if c.get("type") in T.ALL]
+    gen = inputs.generation
+    serving = inputs.serving
+    status: dict[str, Any] = {"observedGeneration": gen}
+
+    def cond(type_: str, value: str, reason: str, message: str) -> None:
+        set_condition(conditions, type_, value, reason, message, gen, now)
+
+    desired = inputs.replicas
+    serving_available = serving.exists and (serving.available >= max(1, desired) or desired == 0)
+    serving_some = serving.exists and serving.available > 0
+
+    # --- Stalled: the spec cannot be acted on -----------------------------------------------------------
+    if inputs.problems:
+        first = inputs.problems[0]
+        message = "; ".join(p.message for p in inputs.problems)
+        cond(T.STALLED, S.TRUE, first.reason, message)
+        cond(T.RECONCILING, S.FALSE, first.reason, "waiting for a spec change")
+        cond(T.COMPILED, S.UNKNOWN, first.reason, "the spec is invalid; nothing was compiled for it")
+        _serving_conditions(cond, serving, desired, serving_available, compiled_current=False, key=None)
+        status["phase"] = Phase.DEGRADED if serving_some else Phase.FAILED
+        return _finish(status, conditions, inputs, serving)
+
+    compile_ = inputs.compile
+    compiled = compile_ is not None and compile_.state == JOB_SUCCEEDED
+    failed = compile_ is not None and compile_.state == JOB_FAILED
+
+    # --- Compiled -----------------------------------------------------------------------------------
+    if compiled:
+        cond(T.COMPILED, S.TRUE, Reason.ARTIFACTS_READY, f"artifact {inputs.key} is at {inputs.artifact_location}")
+    elif failed:
+        cond(T.COMPILED, S.FALSE, Reason.COMPILE_FAILED,
+             f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}")
+    elif compile_ is not None and compile_.state == JOB_RUNNING:
+        cond(T.COMPILED, S.FALSE, Reason.COMPILING, f"compile Job {compile_.job_name} is compiling artifact {inputs.key}")
+    else:
+        cond(T.COMPILED, S.FALSE, Reason.COMPILE_PENDING,
+             f"compile Job {compile_.job_name if compile_ else ''} for artifact {inputs.key} is waiting to run")
+
+    compiled_current = compiled and serving.artifact_key == inputs.key
+    _serving_conditions(cond, serving, desired, serving_available, compiled_current, inputs.key)
+
+    # --- Stalled / Reconciling --------------------------------------------------------------------------
+    if failed:
+        cond(T.STALLED, S.TRUE, Reason.COMPILE_FAILED,
+             f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}. "
+             f"Fix the cause (e.g. a larger instanceType or a smaller maxModelLen/maxNumSeqs), or delete Job "
+             f"{compile_.job_name} to retry" + ("; the previous artifact keeps serving" if serving_some else ""))
+        cond(T.RECONCILING, S.FALSE, Reason.COMPILE_FAILED, "compilation failed; waiting for a change")
+    else:
+        cond(T.STALLED, S.FALSE, Reason.VALID_SPEC, "")
+        done = compiled_current and serving.rolled_out and serving_available
+        if done:
+            cond(T.RECONCILING, S.FALSE, Reason.RECONCILED, "")
+        elif not compiled:
+            cond(T.RECONCILING, S.TRUE, Reason.COMPILING, f"compiling artifact {inputs.key}")
+        else:
+            cond(T.RECONCILING, S.TRUE, Reason.ROLLING_OUT,
+                 f"rolling out artifact {inputs.key}: {serving.updated}/{desired} updated, {serving.available} available")
+
+    # --- phase ------------------------------------------------------------------------------------------
+    if failed:
+        status["phase"] = Phase.DEGRADED if serving_some else Phase.FAILED
+    elif not compiled and not serving_some:
+        status["phase"] = Phase.COMPILING if compile_ is not None else Phase.PENDING
+    elif compiled_current and serving.rolled_out and serving_available:
+        status["phase"] = Phase.READY
+    elif not compiled and serving_available:
+        status["phase"] = Phase.COMPILING  # recompiling while the previous artifact serves
+    elif serving_some and not serving_available and serving.rolled_out:
+        status["phase"] = Phase.DEGRADED
+    else:
+        status["phase"] = Phase.DEPLOYING
+    return _finish(status, conditions, inputs, serving)
+
+
+def _serving_conditions(cond, serving: ServingObservation, desired: int, serving_available: bool,
+                        compiled_current: bool, key: Optional[str]) -> None:
+    if desired == 0 and serving.exists:
+        cond(T.AVAILABLE, S.TRUE, Reason.SCALED_TO_ZERO, "scaled to zero replicas")
+        cond(T.READY, S.TRUE, Reason.SCALED_TO_ZERO, "scaled to zero replicas")
+        return
+    if not serving.exists:
+        cond(T.AVAILABLE, S.FALSE, Reason.DEPLOYING, "no serving workload yet: it is created once artifacts exist")
+        cond(T.READY, S.FALSE, Reason.DEPLOYING, "waiting for compiled artifacts")
+        return
+    detail = f"{serving.available}/{desired} replicas available"
+    if serving.unavailable_reason:
+        detail += f"; {serving.unavailable_reason}"
+    if serving_available:
+        cond(T.AVAILABLE, S.TRUE, Reason.REPLICAS_READY, detail)
+        if key is not None and serving.artifact_key != key:
+            cond(T.READY, S.TRUE, Reason.SERVING_OLD_ARTIFACT,
+                 f"serving artifact {serving.artifact_key} while artifact {key} is prepared")
+        else:
+            cond(T.READY, S.TRUE, Reason.REPLICAS_READY, detail)
+    else:
+        reason = Reason.DEPLOYING if serving.available == 0 else Reason.REPLICAS_UNAVAILABLE
+        cond(T.AVAILABLE, S.FALSE, reason, detail)
+        cond(T.READY, S.FALSE, reason, detail)
+
+
+def _finish(status: dict[str, Any], conditions: list[dict[str, Any]], inputs: StatusInputs,
+            serving: ServingObservation) -> dict[str, Any]:
+    status["conditions"] = _ordered(conditions)
+    if inputs.key:
+        status["artifact"] = {"key": inputs.key, "location": inputs.artifact_location, "stack": inputs.stack}
+    if serving.artifact_key:
+        status["servingArtifact"] = {"key": serving.artifact_key}
+    if inputs.compile:
+        status["compileJob"] = inputs.compile.job_name
+    if inputs.endpoint:
+        status["endpoint"] = inputs.endpoint
+    status["replicas"] = serving.desired if serving.exists else 0
+    status["readyReplicas"] = serving.ready if serving.exists else 0
+    if inputs.selector:
+        status["selector"] = inputs.selector
+    return status
+
+
+def status_changed(previous: Optional[dict[str, Any]], new: dict[str, Any]) -> bool:
+    prev = previous or {}
+    return any(prev.get(k) != v for k, v in new.items())

@@ -1,0 +1,215 @@
+"""The resolved plan for one NeuronInferenceService: everything the child builders need, derived once.
+
+`plan_for` turns the typed spec plus the catalog and operator config into plain values (device counts, the
+compile spec and its key, the artifact store, pod overrides). Builders take a ServicePlan and do no lookups,
+so each is a pure function with a golden test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from neuron_runtime.compile_spec import CompileSpec, compile_key
+
+from . import constants as C
+from .catalog import Catalog, InstanceType
+
+
+@dataclass(frozen=True)
+class ArtifactStore:
+    """Where compiled artifacts live: a PVC mounted into pods, or an S3 prefix the runtime syncs."""
+
+    kind: str  # "pvc" | "s3"
+    claim_name: str = ""
+    sub_path: str = ""
+    uri: str = ""
+
+    @property
+    def location(self) -> str:
+        if self.kind == "pvc":
+            return f"pvc://{self.claim_name}/{self.sub_path}".rstrip("/")
+        return self.uri.rstrip("/")
+
+    @property
+    def runtime_root(self) -> str:
+        """The store root as the runtime sees it (NEURON_OPERATOR_ARTIFACT_STORE)."""
+        return C.ARTIFACT_STORE_MOUNT if self.kind == "pvc" else self.uri.rstrip("/")
+
+    def artifact_location(self, key: str) -> str:
+        return f"{self.location}/{key}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ArtifactStore":
+        """'pvc://claim[/sub/path]' or 's3://bucket/prefix' (the operator's default store setting)."""
+        if text.startswith("pvc://"):
+            claim, _, sub = text[len("pvc://"):].partition("/")
+            if not claim:
+                raise ValueError(f"artifact store {text!r}: expected pvc://<claim>[/<subPath>]")
+            return cls(kind="pvc", claim_name=claim, sub_path=sub.strip("/"))
+        if text.startswith("s3://") and len(text) > len("s3://"):
+            return cls(kind="s3", uri=text)
+        raise ValueError(f"artifact store {text!r}: expected pvc://<claim>[/<subPath>] or s3://<bucket>/<prefix>")
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    name: str
+    namespace: str
+    uid: str
+    instance: InstanceType
+    tensor_parallel_size: int
+    nodes_per_replica: int
+    replicas: int
+    compile_spec: CompileSpec
+    key: str
+    store: ArtifactStore
+    image: str
+    serve_config: dict[str, Any]
+    image_pull_policy: Optional[str] = None
+    image_pull_secrets: tuple[str, ...] = ()
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    scheduler_name: Optional[str] = None
+    service_account_name: Optional[str] = None
+    env: tuple[dict[str, Any], ...] = ()
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+    token_secret: Optional[tuple[str, str]] = None  # (secret name, key) holding the Hugging Face token
+    startup_timeout_seconds: int = 1800
+    allow_surge: bool = False
+    topology_key: Optional[str] = None
+    compile_backoff_limit: int = 2
+    compile_active_deadline_seconds: int = 4 * 3600
+
+    @property
+    def tp_per_node(self) -> int:
+        return self.tensor_parallel_size // self.nodes_per_replica
+
+    @property
+    def devices_per_pod(self) -> int:
+        return self.instance.devices_for_tp(self.tp_per_node)
+
+    @property
+    def efa_per_pod(self) -> int:
+        # EFA only matters when ranks talk across nodes; a single-node replica leaves it to others.
+        return self.instance.efa if self.nodes_per_replica > 1 else 0
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes_per_replica > 1
+
+    @property
+    def model_pvc_claims(self) -> tuple[str, ...]:
+        """PVCs that model/adapter/draft URIs of the form pvc://claim/path refer to (mounted read-only)."""
+        uris = [self.compile_spec.model_uri, *(a.uri for a in self.compile_spec.lora_adapters)]
+        if self.compile_spec.speculative:
+            uris.append(self.compile_spec.speculative.model_uri)
+        claims = {u[len("pvc://"):].split("/", 1)[0] for u in uris if u.startswith("pvc://")}
+        return tuple(sorted(claims))
+
+    def with_serving_artifact(self, compile_spec: CompileSpec, instance: InstanceType) -> "ServicePlan":
+        """The same plan, serving a previous artifact on the instance type it was built for: used while a new
+        artifact compiles, so non-compile changes (replicas, resources, labels) still roll out meanwhile."""
+        return replace(self, compile_spec=compile_spec, key=compile_key(compile_spec), instance=instance,
+                       tensor_parallel_size=compile_spec.tp_degree, nodes_per_replica=compile_spec.world_size)
+
+
+def compile_spec_json(spec: CompileSpec) -> str:
+    return spec.to_json()
+
+
+def compile_spec_from_annotation(text: Optional[str]) -> Optional[CompileSpec]:
+    if not text:
+        return None
+    try:
+        return CompileSpec.from_json(text)
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError):
+        return None  # written by an older/incompatible operator: treat as unknown, roll to the new artifact
+
+
+def default_resources(instance: InstanceType, devices: int) -> dict[str, dict[str, str]]:
+    """CPU/memory proportional to the share of the node's devices the pod holds, leaving headroom for the
+    kubelet and daemons (~15%): a whole-node pod on trn1.32xlarge asks 108 CPUs / 435Gi."""
+    share = devices / instance.devices
+    cpu = max(1, int(instance.vcpu * share * 0.85))
+    memory = max(2, int(instance.memory_gib * share * 0.85))
+    return {"requests": {"cpu": str(cpu), "memory": f"{memory}Gi"}, "limits": {"memory": f"{memory}Gi"}}
+
+
+def merge_resources(defaults: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in defaults.items()}
+    for section, values in (overrides or {}).items():
+        out.setdefault(section, {}).update({k: str(v) for k, v in (values or {}).items()})
+    return out
+
+
+def catalog_instance(catalog: Catalog, name: str) -> InstanceType:
+    return catalog.get(name)
+
+
+def served_model_name(service_name: str, model_uri: str) -> str:
+    """What clients put in the OpenAI `model` field: the Hugging Face id for hf:// models, else the service."""
+    if model_uri.startswith("hf://"):
+        return model_uri[len("hf://"):]
+    return service_name
+
+
+def resolve_store(spec, config) -> ArtifactStore:
+    """The spec's store, else the operator's default; validation reports a missing store before this runs."""
+    artifacts = spec.artifacts
+    if artifacts is not None and artifacts.pvc is not None:
+        return ArtifactStore(kind="pvc", claim_name=artifacts.pvc.claim_name, sub_path=(artifacts.pvc.sub_path or "").strip("/"))
+    if artifacts is not None and artifacts.s3 is not None:
+        return ArtifactStore(kind="s3", uri=artifacts.s3.uri)
+    if config.default_artifact_store:
+        return ArtifactStore.parse(config.default_artifact_store)
+    raise ValueError("no artifact store: set spec.artifacts or the operator's default store")
+
+
+def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config) -> ServicePlan:
+    """Resolve a validated spec (api.spec.NeuronInferenceServiceSpec) into a ServicePlan."""
+    from .compile_inputs import compile_spec_for  # local: compile_inputs imports the api models
+
+    compile_spec = compile_spec_for(spec, catalog, config.stack)
+    runtime = spec.runtime
+    token = spec.model.token_secret_ref
+    serve_config = {
+        "port": C.HTTP_PORT,
+        "served_model_name": served_model_name(name, spec.model.uri),
+        "extra_args": [str(a) for a in spec.engine.extra_args],
+        "enable_lora": bool(spec.lora_adapters),
+        "max_loras": len(spec.lora_adapters) or None,
+    }
+    return ServicePlan(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        instance=catalog.get(spec.instance_type),
+        tensor_parallel_size=spec.tensor_parallel_size,
+        nodes_per_replica=spec.nodes_per_replica,
+        replicas=spec.replicas,
+        compile_spec=compile_spec,
+        key=compile_key(compile_spec),
+        store=resolve_store(spec, config),
+        image=runtime.image or config.runtime_image,
+        serve_config=serve_config,
+        image_pull_policy=runtime.image_pull_policy,
+        image_pull_secrets=tuple(s.name for s in runtime.image_pull_secrets),
+        resources={"requests": dict(runtime.resources.requests), "limits": dict(runtime.resources.limits)},
+        node_selector=dict(runtime.node_selector),
+        tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in runtime.tolerations),
+        scheduler_name=runtime.scheduler_name,
+        service_account_name=runtime.service_account_name,
+        env=tuple(e.model_dump(by_alias=True) for e in runtime.env),
+        pod_labels=dict(runtime.pod_labels),
+        pod_annotations=dict(runtime.pod_annotations),
+        token_secret=(token.name, token.key) if token else None,
+        startup_timeout_seconds=runtime.startup_timeout_seconds,
+        allow_surge=runtime.allow_surge,
+        topology_key=spec.placement.topology_key if spec.placement else None,
+        compile_backoff_limit=config.compile_backoff_limit,
+        compile_active_deadline_seconds=config.compile_active_deadline_seconds,
+    )

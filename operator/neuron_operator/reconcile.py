@@ -1,0 +1,235 @@
+"""One level-based reconcile pass for a NeuronInferenceService.
+
+Read the resource and its children, decide the desired children, apply them with server-side apply, and write
+the status once if it changed. Safe to run any number of times for the same state (idempotent), and the only
+place that writes. Order matters for the "compile before roll" guarantee: the serving workload is switched to a
+new artifact key only after that key's compile Job has succeeded; until then it is re-applied with the artifact
+it already serves, so non-compile changes (replicas, resources, labels) still take effect.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import constants as C
+from . import events
+from .api.spec import InvalidSpecError, parse_spec
+from .api.status import ConditionType as T
+from .api.status import Reason
+from .builders import build_compile_job, build_pod_disruption_budget, build_service, build_serving_deployment
+from .builders.common import owner_reference, serving_selector
+from .builders.serving import endpoint_url
+from .catalog import Catalog
+from .conditions import JOB_FAILED, JOB_SUCCEEDED, StatusInputs, compute_status
+from .config import OperatorConfig
+from .kube import ApiError, KubeClient
+from .naming import compile_job_name, serving_name
+from .observe import observe_compile, observe_deployment, serving_compile_spec, serving_instance_type
+from .plan import ArtifactStore, ServicePlan, plan_for
+from .validation import Problem, validate
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """A transient condition (conflict, dependency not ready): reconcile again after ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float = 2.0):
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass
+class PassResult:
+    status_written: bool = False
+    applied: list[str] = field(default_factory=list)
+    phase: Optional[str] = None
+    compile_started: bool = False
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Defaults:
+    artifacts: Optional[ArtifactStore]
+
+
+class Reconciler:
+    def __init__(self, client: KubeClient, catalog: Catalog, config: OperatorConfig,
+                 now: Callable[[], str] = utc_now):
+        self.client = client
+        self.catalog = catalog
+        self.config = config
+        self.now = now
+        default_store = ArtifactStore.parse(config.default_artifact_store) if config.default_artifact_store else None
+        self.defaults = _Defaults(artifacts=default_store)
+
+    # --- entry point -------------------------------------------------------------------------------
+    def reconcile(self, namespace: str, name: str) -> PassResult:
+        obj = self.client.get(C.GROUP_VERSION, C.KIND, namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return PassResult()  # children go with the owner through garbage collection
+        meta = obj["metadata"]
+        deployment = self.client.get("apps/v1", "Deployment", namespace, serving_name(name))
+        if deployment is not None and not _owned_by(deployment, meta["uid"]):
+            deployment = None  # someone else's object with our name: never adopt it silently
+
+        try:
+            spec = parse_spec(obj.get("spec"))
+            problems = validate(spec, self.catalog, self.defaults)
+        except InvalidSpecError as err:
+            spec, problems = None, [Problem("spec", Reason.INVALID_SPEC, m) for m in err.messages]
+        if problems:
+            return self._stalled(obj, problems, deployment, spec.replicas if spec else 0)
+
+        plan = plan_for(name, namespace, meta["uid"], spec, self.catalog, self.config)
+        result = PassResult()
+        job_name = compile_job_name(plan.key, plan.store.location)
+        job = self._ensure_compile_job(plan, job_name, result)
+        compile_obs = observe_compile(self.client, namespace, job_name, job)
+        if result.compile_started:
+            events.emit(self.client, obj, events.NORMAL, "CompileStarted",
+                        f"compile Job {job_name} started for artifact {plan.key} ({plan.store.artifact_location(plan.key)})")
+
+        serving_plan = self._serving_plan(plan, compile_obs.state == JOB_SUCCEEDED, deployment)
+        if serving_plan is not None:
+            deployment = self._apply(build_serving_deployment(serving_plan), result)
+            self._apply(build_service(serving_plan), result)
+            self._apply(build_pod_disruption_budget(serving_plan), result)
+        serving_obs = observe_deployment(self.client, deployment)
+
+        inputs = StatusInputs(
+            generation=int(meta.get("generation") or 0),
+            replicas=plan.replicas,
+            key=plan.key,
+            artifact_location=plan.store.artifact_location(plan.key),
+            stack=plan.compile_spec.stack,
+            compile=compile_obs,
+            serving=serving_obs,
+            endpoint=endpoint_url(plan),
+            selector=_selector_string(serving_selector(plan)),
+        )
+        self._write_status(obj, inputs, result)
+        return result
+
+    # --- pieces --------------------------------------------------------------------------------------
+    def _stalled(self, obj: dict, problems: list[Problem], deployment: Optional[dict], replicas: int) -> PassResult:
+        """Invalid spec: create nothing new, leave whatever already serves untouched, say what to change."""
+        result = PassResult()
+        inputs = StatusInputs(generation=int(obj["metadata"].get("generation") or 0), replicas=replicas,
+                              problems=problems, serving=observe_deployment(self.client, deployment))
+        previous = obj.get("status") or {}
+        if deployment is not None:
+            inputs.endpoint = previous.get("endpoint")
+            inputs.selector = previous.get("selector")
+        self._write_status(obj, inputs, result)
+        return result
+
+    def _ensure_compile_job(self, plan: ServicePlan, job_name: str, result: PassResult) -> Optional[dict]:
+        """Create the Job for this (key, store) if none exists; otherwise make sure we are among its owners.
+
+        Jobs are shared between services with identical compile inputs, so they are created (not applied: the
+        spec is immutable and another owner's apply must not strip our owner reference) and owners are added with
+        a strategic-merge patch, which merges ownerReferences by uid.
+        """
+        job = self.client.get("batch/v1", "Job", plan.namespace, job_name)
+        if job is None:
+            try:
+                job = self.client.create(build_compile_job(plan))
+                result.applied.append(f"Job/{job_name}")
+                result.compile_started = True
+                return job
+            except ApiError as err:
+                if not err.conflict:
+                    raise
+                job = self.client.get("batch/v1", "Job", plan.namespace, job_name)
+                if job is None:
+                    raise RetryLater(f"compile Job {job_name} is being replaced") from None
+        if job["metadata"].get("deletionTimestamp"):
+            raise RetryLater(f"compile Job {job_name} is being deleted; recreating it afterwards", delay=3)
+        if not _owned_by(job, plan.uid, controller=None):
+            job = self.client.patch("batch/v1", "Job", plan.namespace, job_name,
+                                    {"metadata": {"ownerReferences": [_owner(plan)]}}, patch_type="strategic")
+            result.applied.append(f"Job/{job_name} (owner added)")
+        return job
+
+    def _serving_plan(self, plan: ServicePlan, compiled: bool, deployment: Optional[dict]) -> Optional[ServicePlan]:
+        if compiled:
+            return plan
+        previous = serving_compile_spec(deployment)
+        instance_name = serving_instance_type(deployment)
+        if previous is None or instance_name is None:
+            return None  # nothing serves yet: the workload appears once the artifact exists
+        try:
+            instance = self.catalog.get(instance_name)
+        except KeyError:
+            return None
+        # Keep serving the artifact the pods already load while the new one compiles (or failed to).
+        return plan.with_serving_artifact(previous, instance)
+
+    def _apply(self, manifest: dict, result: PassResult) -> dict:
+        applied = self.client.apply(manifest)
+        result.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+        return applied
+
+    def _write_status(self, obj: dict, inputs: StatusInputs, result: PassResult) -> None:
+        previous = obj.get("status") or {}
+        status = compute_status(inputs, previous, self.now())
+        result.phase = status.get("phase")
+        patch = dict(status)
+        for key in previous:  # merge patch: fields we no longer report are removed explicitly
+            if key not in status:
+                patch[key] = None
+        if all(previous.get(k) == v for k, v in patch.items()):
+            return
+        meta = obj["metadata"]
+        try:
+            self.client.patch_status(C.GROUP_VERSION, C.KIND, meta["namespace"], meta["name"], patch,
+                                     resource_version=meta.get("resourceVersion"))
+        except ApiError as err:
+            if err.conflict:  # the object changed since we read it: recompute from the new state
+                raise RetryLater("status conflict", delay=0.5) from None
+            raise
+        result.status_written = True
+        self._emit_transitions(obj, previous, status)
+
+    def _emit_transitions(self, obj: dict, previous: dict, status: dict) -> None:
+        def cond(doc: dict, type_: str) -> tuple[Optional[str], Optional[str], str]:
+            for c in doc.get("conditions") or []:
+                if c["type"] == type_:
+                    return c.get("status"), c.get("reason"), c.get("message", "")
+            return None, None, ""
+
+        stalled = cond(status, T.STALLED)
+        if stalled[0] == "True" and cond(previous, T.STALLED)[:2] != stalled[:2]:
+            events.emit(self.client, obj, events.WARNING, stalled[1] or "Stalled", stalled[2])
+        compiled, prev_compiled = cond(status, T.COMPILED), cond(previous, T.COMPILED)
+        if compiled[0] == "True" and prev_compiled[:2] != compiled[:2]:
+            events.emit(self.client, obj, events.NORMAL, "Compiled", compiled[2])
+        ready, prev_ready = cond(status, T.READY), cond(previous, T.READY)
+        if ready[0] != prev_ready[0] and ready[0] == "True":
+            events.emit(self.client, obj, events.NORMAL, "Ready", ready[2])
+
+
+def _owner(plan: ServicePlan) -> dict:
+    ref = owner_reference(plan, controller=False)
+    return ref
+
+
+def _owned_by(obj: dict, uid: str, controller: Optional[bool] = True) -> bool:
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("uid") == uid and (controller is None or bool(ref.get("controller")) == controller):
+            return True
+    return False
+
+
+def _selector_string(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+__all__ = ["Reconciler", "RetryLater", "PassResult", "JOB_FAILED"]

@@ -1,0 +1,115 @@
+"""Golden tests of the pure child builders: examples/llama.yaml -> the exact manifests, no cluster.
+
+Regenerate after an intended change with: UPDATE_GOLDEN=1 python -m pytest tests/unit/test_builders.py
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+import yaml
+
+from neuron_operator.api.spec import parse_spec
+from neuron_operator.builders import (build_compile_job, build_pod_disruption_budget, build_service,
+                                      build_serving_deployment)
+from neuron_operator.catalog import load_catalog
+from neuron_operator.config import OperatorConfig
+from neuron_operator.plan import ArtifactStore, plan_for
+from neuron_operator.render import render_documents
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+UID = "11111111-2222-3333-4444-555555555555"
+
+
+def plan_from(spec: dict, name: str = "llama", config: OperatorConfig | None = None):
+    return plan_for(name, "ml", UID, parse_spec(spec), load_catalog(), config or OperatorConfig())
+
+
+def example_spec() -> dict:
+    return yaml.safe_load((ROOT / "examples" / "llama.yaml").read_text())["spec"]
+
+
+def check_golden(name: str, objects: list[dict]) -> None:
+    text = yaml.safe_dump_all(objects, sort_keys=False)
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") or not path.exists():
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} drifted; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+def test_llama_example_children_golden():
+    plan = plan_from(example_spec())
+    check_golden("llama-children.yaml", [build_compile_job(plan), build_serving_deployment(plan),
+                                         build_service(plan), build_pod_disruption_budget(plan)])
+
+
+def test_builders_are_pure():
+    plan = plan_from(example_spec())
+    assert build_serving_deployment(plan) == build_serving_deployment(plan)
+    first = build_compile_job(plan)
+    first["spec"]["template"]["spec"]["containers"][0]["env"].clear()
+    assert build_compile_job(plan)["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+@pytest.mark.parametrize("instance,tp,devices", [
+    ("trn1.32xlarge", 32, 16), ("trn1.32xlarge", 8, 4), ("trn1.32xlarge", 2, 1), ("trn1.32xlarge", 16, 8),
+    ("trn2.48xlarge", 64, 16), ("trn2.48xlarge", 16, 4), ("inf2.48xlarge", 24, 12), ("inf2.48xlarge", 8, 4),
+    ("inf2.xlarge", 2, 1),
+])
+def test_devices_are_derived_from_tp_and_catalog(instance, tp, devices):
+    spec = {**example_spec(), "instanceType": instance, "tensorParallelSize": tp}
+    plan = plan_from(spec)
+    container = build_serving_deployment(plan)["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["aws.amazon.com/neuron"] == str(devices)
+    assert container["resources"]["requests"]["aws.amazon.com/neuron"] == str(devices)
+    assert "vpc.amazonaws.com/efa" not in container["resources"]["limits"]  # single node: no EFA claimed
+
+
+def test_allow_surge_changes_the_rollout_strategy():
+    spec = example_spec()
+    assert build_serving_deployment(plan_from(spec))["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    spec["runtime"] = {"allowSurge": True}
+    assert build_serving_deployment(plan_from(spec))["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_s3_store_downloads_to_a_local_dir():
+    spec = {**example_spec(), "artifacts": {"s3": {"uri": "s3://bucket/compiled"}}}
+    plan = plan_from(spec)
+    container = build_serving_deployment(plan)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NEURON_OPERATOR_ARTIFACT_STORE"] == "s3://bucket/compiled"
+    assert env["NEURON_COMPILED_ARTIFACTS"] == f"/var/lib/neuron-runtime/artifacts/{plan.key}"
+    assert plan.store.artifact_location(plan.key) == f"s3://bucket/compiled/{plan.key}"
+
+
+def test_user_env_cannot_override_the_runtime_contract():
+    spec = {**example_spec(), "runtime": {"env": [{"name": "NEURON_OPERATOR_ARTIFACT_KEY", "value": "evil"},
+                                                  {"name": "FI_LOG_LEVEL", "value": "warn"}]}}
+    plan = plan_from(spec)
+    env = build_serving_deployment(plan)["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = [e.get("value") for e in env if e["name"] == "NEURON_OPERATOR_ARTIFACT_KEY"]
+    assert values == [plan.key]
+    assert {"name": "FI_LOG_LEVEL", "value": "warn"} in env
+
+
+def test_pvc_model_is_mounted_read_only():
+    spec = {**example_spec(), "model": {"uri": "pvc://models/llama-3.1-8b"}}
+    pod = build_serving_deployment(plan_from(spec))["spec"]["template"]["spec"]
+    assert {"name": "model-0", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+
+
+def test_default_store_from_operator_config():
+    spec = example_spec()
+    spec.pop("artifacts")
+    plan = plan_from(spec, config=OperatorConfig(default_artifact_store="s3://team-bucket/neuron"))
+    assert plan.store == ArtifactStore(kind="s3", uri="s3://team-bucket/neuron")
+
+
+def test_render_matches_the_builders():
+    text = render_documents(yaml.safe_load_all((ROOT / "examples" / "llama.yaml").read_text()), load_catalog(),
+                            OperatorConfig(), "ml")
+    kinds = [d["kind"] for d in yaml.safe_load_all(text)]
+    assert kinds == ["Job", "Deployment", "Service", "PodDisruptionBudget"]

@@ -1,0 +1,98 @@
+"""Status computation is a pure function of observations; these pin its decisions."""
+
+from neuron_operator.conditions import (JOB_FAILED, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, CompileObservation,
+                                        ServingObservation, StatusInputs, compute_status)
+from neuron_operator.validation import Problem
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def conds(status):
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def inputs(**kw):
+    base = dict(generation=3, replicas=2, key="new", artifact_location="pvc://a/new", stack="s",
+                endpoint="http://x", selector="a=b")
+    base.update(kw)
+    return StatusInputs(**base)
+
+
+def serving(key="new", available=2, desired=2, rolled_out=True):
+    return ServingObservation(exists=True, artifact_key=key, desired=desired, ready=available, available=available,
+                              updated=desired if rolled_out else 0, rolled_out=rolled_out)
+
+
+def test_first_compile_pending_then_running():
+    s = compute_status(inputs(compile=CompileObservation("j", JOB_PENDING)), None, T0)
+    assert s["phase"] == "Compiling" and s["observedGeneration"] == 3
+    assert conds(s)["Compiled"] == ("False", "CompilePending")
+    assert conds(s)["Ready"][0] == "False" and conds(s)["Reconciling"] == ("True", "Compiling")
+    s = compute_status(inputs(compile=CompileObservation("j", JOB_RUNNING)), s, T1)
+    assert conds(s)["Compiled"] == ("False", "Compiling")
+
+
+def test_ready_when_compiled_and_rolled_out():
+    s = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED), serving=serving()), None, T0)
+    assert s["phase"] == "Ready"
+    assert conds(s) == {"Ready": ("True", "ReplicasReady"), "Compiled": ("True", "ArtifactsReady"),
+                        "Available": ("True", "ReplicasReady"), "Reconciling": ("False", "Reconciled"),
+                        "Stalled": ("False", "ValidSpec")}
+    assert (s["replicas"], s["readyReplicas"], s["servingArtifact"]["key"]) == (2, 2, "new")
+
+
+def test_recompile_keeps_ready_while_old_artifact_serves():
+    s = compute_status(inputs(compile=CompileObservation("j2", JOB_RUNNING), serving=serving(key="old")), None, T0)
+    assert conds(s)["Ready"] == ("True", "ServingOldArtifact")
+    assert conds(s)["Compiled"] == ("False", "Compiling")
+    assert conds(s)["Reconciling"][0] == "True"
+    assert s["phase"] == "Compiling"
+    assert s["artifact"]["key"] == "new" and s["servingArtifact"]["key"] == "old"
+
+
+def test_rolling_out_after_compile():
+    s = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED),
+                              serving=serving(key="new", available=1, rolled_out=False)), None, T0)
+    assert s["phase"] == "Deploying" and conds(s)["Reconciling"] == ("True", "RollingOut")
+
+
+def test_failed_compile_stalls_but_old_revision_serves():
+    obs = CompileObservation("j2", JOB_FAILED, attempts=3, failure="OOMKilled (exit 137): killed")
+    s = compute_status(inputs(compile=obs, serving=serving(key="old")), None, T0)
+    assert conds(s)["Stalled"] == ("True", "CompileFailed")
+    assert "OOMKilled (exit 137)" in next(c["message"] for c in s["conditions"] if c["type"] == "Stalled")
+    assert conds(s)["Ready"][0] == "True" and s["phase"] == "Degraded"
+    assert conds(s)["Reconciling"][0] == "False"
+
+
+def test_failed_compile_with_nothing_serving_is_failed():
+    obs = CompileObservation("j", JOB_FAILED, attempts=3, failure="Error (exit 1)")
+    s = compute_status(inputs(compile=obs), None, T0)
+    assert s["phase"] == "Failed" and conds(s)["Ready"][0] == "False"
+
+
+def test_invalid_spec_is_stalled_with_the_field_in_the_message():
+    problem = Problem("spec.tensorParallelSize", "InvalidTensorParallelSize", "spec.tensorParallelSize: 3 is not ...")
+    s = compute_status(inputs(problems=[problem], key=None), None, T0)
+    assert conds(s)["Stalled"] == ("True", "InvalidTensorParallelSize")
+    assert s["phase"] == "Failed" and "artifact" not in s
+
+
+def test_transition_time_only_moves_on_status_flip():
+    first = compute_status(inputs(compile=CompileObservation("j", JOB_PENDING)), None, T0)
+    again = compute_status(inputs(compile=CompileObservation("j", JOB_RUNNING)), first, T1)
+    compiled = next(c for c in again["conditions"] if c["type"] == "Compiled")
+    assert compiled["lastTransitionTime"] == T0  # False -> False (reason changed only)
+    done = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED), serving=serving()), again, T1)
+    assert next(c for c in done["conditions"] if c["type"] == "Compiled")["lastTransitionTime"] == T1
+
+
+def test_same_observations_give_an_identical_status():
+    first = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED), serving=serving()), None, T0)
+    assert compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED), serving=serving()), first, T1) == first
+
+
+def test_scaled_to_zero_is_ready():
+    s = compute_status(inputs(replicas=0, compile=CompileObservation("j", JOB_SUCCEEDED),
+                              serving=serving(available=0, desired=0)), None, T0)
+    assert conds(s)["Ready"] == ("True", "ScaledToZero") and s["phase"] == "Ready"
