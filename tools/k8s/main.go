@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	_ "time/tzdata"
 
-	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
@@ -31,7 +30,7 @@ func main() {
 	case "kube-controller-manager":
 		os.Exit(cli.Run(kcm.NewControllerManagerCommand()))
 	case "kube-scheduler":
-		os.Exit(cli.RunContext(genericapiserver.SetupSignalContext(), scheduler.NewSchedulerCommand()))
+		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
 	}
 	fmt.Fprintf(os.Stderr, "unknown component %q (want kube-apiserver, kube-controller-manager or kube-scheduler)\n", name)
 	os.Exit(2)
