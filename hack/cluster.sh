@@ -121,6 +121,9 @@ up() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=Node,RBAC --allow-privileged=true \
     --enable-admission-plugins=NodeRestriction,ServiceAccount \
+    --requestheader-client-ca-file="$p/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --endpoint-reconciler-type=none --profiling=false --v=1
   wait_for kube-apiserver 120 $k get --raw=/readyz
 
@@ -135,7 +138,7 @@ up() {
     --node-monitor-grace-period=50s --concurrent-gc-syncs=4 --v=1
   start kube-scheduler "$BIN/kube-scheduler" "${common[@]}" --secure-port="$SCHED_PORT" --v=1
   start kwok "$BIN/kwok" --kubeconfig="$kc" --config="$BIN/kwok-stages.yaml" --manage-all-nodes=true \
-    --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.0.0.1
+    --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.0.0.1 -v=WARN
   wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
   wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
 

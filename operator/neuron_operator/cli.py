@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         argv.append("--standalone")
     else:
         argv += [f"--peering={args.peering}"] if args.peering else ["--standalone"]
+    argv.append(f"--log-format={args.log_format}")
     if args.verbose:
         argv.append("--verbose")
     sys.stdout.flush()
@@ -59,7 +60,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
-    run.add_argument("--namespace", "-n", action="append", help="watch only these namespaces (repeatable)")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", help="watch only these namespaces (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="watch every namespace (the default when no --namespace is given)")
+    run.add_argument("--log-format", choices=("plain", "full", "json"), default="full", help="kopf log format")
     run.add_argument("--liveness", default=LIVENESS_DEFAULT, help="kopf liveness endpoint")
     run.add_argument("--peering", help="kopf peering object name for several replicas (default: standalone)")
     run.add_argument("--standalone", action="store_true", help="no peering (single replica)")

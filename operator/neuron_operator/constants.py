@@ -57,6 +57,7 @@ ENV_POD_NAMESPACE = "POD_NAMESPACE"
 ARTIFACT_STORE_MOUNT = "/var/lib/neuron-operator/artifacts"
 MODELS_MOUNT_ROOT = "/var/lib/neuron-operator/models"  # pvc://claim/path -> <root>/<claim>/path
 LOCAL_ARTIFACTS_DIR = "/var/lib/neuron-runtime/artifacts"  # S3 store: downloaded here before serving
+MODEL_CACHE_DIR = "/var/lib/neuron-runtime/models"  # runtime's download cache for hf:// and s3:// models
 SHM_MOUNT = "/dev/shm"
 TMP_MOUNT = "/tmp"
 COMPILE_CACHE_MOUNT = "/var/tmp/neuron-compile-cache"  # neuronx-cc persistent cache default (SDK 2.23 neuron-caching.rst)

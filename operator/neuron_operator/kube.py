@@ -126,6 +126,9 @@ class KubeClient:
             response = self._api.call_api(method, url, header_params=headers, body=body, _request_timeout=self._timeout)
             status = response.status
             data = response.read()
+            # The generated client's call_api returns 4xx/5xx responses instead of raising them.
+            if status >= 400:
+                raise _error_from_body(status, data)
         except ApiException as exc:
             status = exc.status or 0
             raise _api_error(exc) from None
@@ -195,6 +198,16 @@ class KubeClient:
         except ApiError as err:
             if not err.not_found:
                 raise
+
+
+def _error_from_body(status: int, data: bytes) -> ApiError:
+    reason, message = "", ""
+    try:
+        body = json.loads(data or b"{}")
+        reason, message = body.get("reason", ""), body.get("message", "")
+    except (ValueError, TypeError):
+        message = (data or b"").decode(errors="replace")[:500]
+    return ApiError(status, reason, message)
 
 
 def _api_error(exc: ApiException) -> ApiError:

@@ -26,7 +26,8 @@ def service(name: str, claim: str = "artifacts", **spec_overrides: Any) -> dict[
     spec: dict[str, Any] = {
         "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
         "instanceType": "trn1.32xlarge",
-        "tensorParallelSize": 32,
+        # TP 8 = 4 of a trn1.32xlarge's 16 devices, so several services fit the two simulated nodes.
+        "tensorParallelSize": 8,
         "replicas": 1,
         "engine": {"maxNumSeqs": 8, "maxModelLen": 4096},
         "artifacts": {"pvc": {"claimName": claim}},

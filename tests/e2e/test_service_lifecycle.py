@@ -18,7 +18,7 @@ def env_of(container: dict) -> dict[str, str]:
 
 
 def test_single_node_service_compiles_then_serves(namespace, artifact_store):
-    nis.apply(namespace, nis.service("llama", replicas=2))
+    nis.apply(namespace, nis.service("llama", replicas=2, tensorParallelSize=32))
     # kubectl wait is what users run; it must work against our status.
     kubectl("wait", "-n", namespace, "--for=condition=Ready", "nis/llama", "--timeout=180s", timeout=190)
     obj = nis.wait_ready(namespace, "llama")

@@ -33,6 +33,7 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
             "volumeMounts": store_mounts + model_mounts + [
                 {"name": "tmp", "mountPath": C.TMP_MOUNT},
                 {"name": "compile-cache", "mountPath": C.COMPILE_CACHE_MOUNT},
+                {"name": "model-cache", "mountPath": C.MODEL_CACHE_DIR},
             ],
             # The runtime writes its one-line failure reason here; logs are the fallback (e.g. OOM kills).
             "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -42,6 +43,7 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
         "volumes": store_volumes + model_volumes + [
             {"name": "tmp", "emptyDir": {}},
             {"name": "compile-cache", "emptyDir": {}},
+            {"name": "model-cache", "emptyDir": {}},
         ],
     }
     return {

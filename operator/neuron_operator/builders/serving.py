@@ -53,6 +53,7 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
         "volumeMounts": store_mounts + model_mounts + [
             {"name": "dshm", "mountPath": C.SHM_MOUNT},
             {"name": "tmp", "mountPath": C.TMP_MOUNT},
+            {"name": "model-cache", "mountPath": C.MODEL_CACHE_DIR},
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": common.container_security_context(),
@@ -67,6 +68,8 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
             "volumes": store_volumes + model_volumes + [
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
                 {"name": "tmp", "emptyDir": {}},
+                # hf:// and s3:// models (tokenizer, config, weights for LoRA/draft) are downloaded here.
+                {"name": "model-cache", "emptyDir": {}},
             ],
         },
     }

@@ -1,0 +1,286 @@
+"""The compiled-artifact store: ``<store>/<key>/`` holding NxDI's output plus our manifest.json.
+
+Publication is atomic so a serving pod never sees half an artifact:
+  local store: compile into ``<store>/.staging/<key>-<random>/``, write manifest.json last, then ``os.rename`` into
+  ``<store>/<key>`` (if another compile of the same key won the race, ours is discarded and we succeed);
+  S3 store: compile into a local staging dir, upload every file, then manifest.json last (its presence = complete).
+A manifest with the right key is the only completion marker: NxDI itself writes neuron_config.json before tracing
+and so leaves partial directories behind (NX3 models/application_base.py compile()).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from neuron_runtime import __version__, constants, s3_transfer
+from neuron_runtime.compile_spec import CompileSpec
+from neuron_runtime.errors import ArtifactError, CompileError
+from neuron_runtime.stacks import StackProfile
+
+log = logging.getLogger(__name__)
+
+CACHE_HIT = "cache-hit"  # a complete artifact for the key was already there; nothing compiled
+PUBLISHED = "published"  # our compile output is now the artifact
+ALREADY_PUBLISHED = "already-published"  # a concurrent compile published first; ours was discarded
+
+BuildFn = Callable[[str], None]  # writes NxDI output into the given (staging) directory
+
+
+def build_manifest(
+    key: str,
+    spec: CompileSpec,
+    versions: Mapping[str, Optional[str]],
+    neuron_config_kwargs: Mapping[str, Any],
+    created: Optional[datetime.datetime] = None,
+) -> Dict[str, Any]:
+    created = created or datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "schema": constants.MANIFEST_SCHEMA_VERSION,
+        "key": key,
+        "stack": spec.stack,
+        "spec": spec.to_dict(),
+        "neuron_config": dict(neuron_config_kwargs),
+        "versions": dict(versions),
+        "runtime_version": __version__,
+        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def write_manifest(directory: str, manifest: Mapping[str, Any]) -> None:
+    """Write via a temp file + fsync + rename, so the manifest itself is never seen half-written."""
+    tmp = os.path.join(directory, constants.MANIFEST_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(directory, constants.MANIFEST_FILE))
+
+
+def parse_manifest(text: str) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_manifest(directory: str) -> Optional[Dict[str, Any]]:
+    """The manifest of ``directory``, or None when absent or unreadable (both mean "not complete")."""
+    try:
+        with open(os.path.join(directory, constants.MANIFEST_FILE), encoding="utf-8") as f:
+            return parse_manifest(f.read())
+    except OSError:
+        return None
+
+
+def missing_files(directory: str, profile: StackProfile, neuron_config: Mapping[str, Any]) -> list:
+    """NxDI files a loadable artifact needs that ``directory`` lacks."""
+    required = [profile.neuron_config_file, profile.compiled_model_file]
+    if neuron_config.get("save_sharded_checkpoint"):
+        # One pre-sharded checkpoint per rank (NX3 application_base.load_weights); ranks = world_size = tp_degree.
+        ranks = neuron_config.get("world_size") or neuron_config.get("tp_degree") or 1
+        required += [profile.sharded_weights_file.format(rank=r) for r in range(ranks)]
+    return [rel for rel in required if not os.path.isfile(os.path.join(directory, *rel.split("/")))]
+
+
+def verify_artifact_dir(directory: str, key: str, spec: CompileSpec, profile: StackProfile) -> Dict[str, Any]:
+    """Check that ``directory`` holds the complete artifact for ``key``; returns its manifest.
+
+    Replaces vLLM's fallback of recompiling inside the serving pod (F23 NeuronCausalLM.load_weights) with a
+    clear failure, so a missing or foreign artifact is reported instead of silently compiled for 15+ minutes.
+    """
+    not_found = f"compiled artifacts for key {key} not found at {directory}; the compile Job must finish first"
+    if not os.path.isdir(directory):
+        raise ArtifactError(not_found)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise ArtifactError(not_found + f" (no readable {constants.MANIFEST_FILE}: compile incomplete)")
+    if manifest.get("key") != key:
+        raise ArtifactError(f"artifacts at {directory} are for key {manifest.get('key')!r}, expected {key}")
+    neuron_config = manifest.get("neuron_config") or {}
+    missing = missing_files(directory, profile, neuron_config)
+    if missing:
+        raise ArtifactError(f"compiled artifacts for key {key} at {directory} are incomplete: missing {missing}")
+    # vLLM schedules with its own --max-num-seqs/--max-model-len/-tp (F23 neuronx_distributed_model_runner
+    # get_nxd_sampling_params), so the compiled shapes must be the same numbers.
+    compiled = _compiled_neuron_config(directory, profile)
+    expected = {"tp_degree": spec.tp_degree, "batch_size": spec.max_num_seqs, "seq_len": spec.max_model_len}
+    differing = {k: (compiled.get(k), v) for k, v in expected.items() if compiled.get(k) != v}
+    if differing:
+        detail = ", ".join(f"{k} compiled {c!r} vs spec {s!r}" for k, (c, s) in differing.items())
+        raise ArtifactError(f"compiled artifacts at {directory} do not match the spec: {detail}")
+    return manifest
+
+
+def _compiled_neuron_config(directory: str, profile: StackProfile) -> Dict[str, Any]:
+    path = os.path.join(directory, profile.neuron_config_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"cannot read {path}: {e}") from None
+    neuron_config = data.get("neuron_config") if isinstance(data, dict) else None
+    if not isinstance(neuron_config, dict):
+        raise ArtifactError(f"{path} has no neuron_config section")
+    return neuron_config
+
+
+def remove_stale_staging(staging_root: str, key: str, max_age: float = constants.STALE_STAGING_SECONDS) -> None:
+    """Remove staging dirs of ``key`` left by compiles that were killed long ago (OOM kills leave tens of GB)."""
+    try:
+        names = os.listdir(staging_root)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(staging_root, name)
+        try:
+            old = now - os.stat(path).st_mtime > max_age
+        except OSError:
+            continue
+        if name.startswith(key + "-") and old:
+            log.info("removing stale staging dir %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _new_staging_dir(staging_root: str, key: str) -> str:
+    os.makedirs(staging_root, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=f"{key}-", dir=staging_root)
+    os.chmod(path, 0o755)  # mkdtemp makes 0700; serving pods may run as another uid and must read the result
+    return path
+
+
+def _build_into(staging: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile):
+    build(staging)
+    manifest = make_manifest()
+    missing = missing_files(staging, profile, manifest.get("neuron_config") or {})
+    if missing:
+        raise CompileError(f"compile finished but its output lacks {missing}")
+    write_manifest(staging, manifest)  # last: from here on the directory counts as complete
+
+
+class LocalStore:
+    """A store on a mounted volume (PVC); atomic publication by directory rename."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    @property
+    def location(self) -> str:
+        return self.root
+
+    def artifact_dir(self, key: str) -> str:
+        return os.path.join(self.root, key)
+
+    def lookup(self, key: str) -> Optional[Dict[str, Any]]:
+        manifest = read_manifest(self.artifact_dir(key))
+        return manifest if manifest is not None and manifest.get("key") == key else None
+
+    def publish(
+        self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+    ) -> str:
+        if self.lookup(key):
+            return CACHE_HIT
+        staging_root = os.path.join(self.root, constants.STAGING_DIR)
+        remove_stale_staging(staging_root, key)
+        staging = _new_staging_dir(staging_root, key)
+        try:
+            _build_into(staging, build, make_manifest, profile)
+            final = self.artifact_dir(key)
+            try:
+                os.rename(staging, final)  # atomic on one filesystem; replaces only an empty directory
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if self.lookup(key):
+                    log.info("another compile published %s first; discarding ours", final)
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return ALREADY_PUBLISHED
+                raise CompileError(
+                    f"cannot publish to {final}: it exists without a valid {constants.MANIFEST_FILE}; remove it"
+                ) from None
+            return PUBLISHED
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+class S3Store:
+    """A store in S3; manifest.json uploaded last is the completion marker."""
+
+    def __init__(self, uri: str, client: Any, local_root: str) -> None:
+        self.bucket, self.prefix = s3_transfer.parse_s3_uri(uri)
+        self.client = client
+        self.local_root = local_root  # local scratch for compile staging and serve downloads
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _key_prefix(self, key: str) -> str:
+        return s3_transfer.join_key(self.prefix, key)
+
+    def artifact_uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key_prefix(key)}/"
+
+    def lookup(self, key: str) -> Optional[Dict[str, Any]]:
+        manifest_key = s3_transfer.join_key(self._key_prefix(key), constants.MANIFEST_FILE)
+        if not s3_transfer.object_exists(self.client, self.bucket, manifest_key):
+            return None
+        manifest = parse_manifest(s3_transfer.read_object(self.client, self.bucket, manifest_key).decode("utf-8"))
+        return manifest if manifest is not None and manifest.get("key") == key else None
+
+    def publish(
+        self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+    ) -> str:
+        if self.lookup(key):
+            return CACHE_HIT
+        # Concurrent compiles of one key upload identical file names; whichever manifest lands last describes
+        # files that are all complete, so readers are never misled (content may mix two equivalent compiles).
+        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), key)
+        try:
+            _build_into(staging, build, make_manifest, profile)
+            s3_transfer.upload_dir(
+                self.client, staging, self.bucket, self._key_prefix(key), last=constants.MANIFEST_FILE
+            )
+            return PUBLISHED
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def fetch(self, key: str) -> str:
+        """Copy ``<key>/`` to ``<local_root>/<key>`` (atomically, reusing a complete earlier copy)."""
+        dest = os.path.join(self.local_root, key)
+        local = read_manifest(dest)
+        if local is not None and local.get("key") == key:
+            return dest
+        if not self.lookup(key):
+            raise ArtifactError(
+                f"compiled artifacts for key {key} not found at {self.artifact_uri(key)}; "
+                "the compile Job must finish first"
+            )
+        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), key)
+        try:
+            s3_transfer.download_prefix(self.client, self.bucket, self._key_prefix(key), staging)
+            if os.path.isdir(dest):  # an incomplete earlier copy (no valid manifest): replace it
+                shutil.rmtree(dest)
+            os.rename(staging, dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return dest
+
+
+def open_store(store: str, local_root: str, s3_client: Any = None):
+    """LocalStore for a path, S3Store for s3:// (boto3 client created lazily unless one is given)."""
+    if store.startswith("s3://"):
+        return S3Store(store, s3_client if s3_client is not None else s3_transfer.make_client(), local_root)
+    return LocalStore(store)

@@ -1,0 +1,200 @@
+"""``neuron-runtime compile``: compile the model with NxDI as the pinned vLLM would, then publish the artifacts.
+
+The decisions (NeuronConfig kwargs, model class, paths) are pure functions; the I/O is a thin sequence: check the
+image, look for a cached artifact, fetch the model, compile into a staging dir, publish. NxDI, torch and
+transformers are imported only inside :func:`nxdi_compile`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple
+
+from neuron_runtime import artifacts, model_source
+from neuron_runtime.compile_spec import CompileSpec
+from neuron_runtime.contract import Contract, local_artifacts_dir
+from neuron_runtime.errors import CompileError, ModelSourceError, RuntimeFailure, SpecError
+from neuron_runtime.neuron_config import build_neuron_config_kwargs, draft_neuron_config_updates, sorted_adapters
+from neuron_runtime.stacks import StackProfile, check_installed_stack, installed_versions
+
+log = logging.getLogger(__name__)
+
+# (spec, profile, model_path, model_config, neuron_config_kwargs, draft_path, staging_dir) -> None
+CompileFn = Callable[[CompileSpec, StackProfile, str, Mapping[str, Any], Dict[str, Any], Optional[str], str], None]
+
+
+def select_model_class(architectures: Sequence[str], profile: StackProfile) -> Tuple[str, str, str]:
+    """(architecture, NxDI module, class) for the first supported architecture, like F23
+    neuronx_distributed.py _get_model_architecture."""
+    for arch in architectures:
+        if arch in profile.supported_models:
+            module, cls = profile.supported_models[arch]
+            return arch, module, cls
+    raise SpecError(
+        f"model architectures {list(architectures)} are not supported by stack {profile.id}; "
+        f"supported: {sorted(profile.supported_models)}"
+    )
+
+
+def read_model_config(model_dir: str) -> Dict[str, Any]:
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelSourceError(f"cannot read the model's config.json at {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ModelSourceError(f"{path} is not a JSON object")
+    return data
+
+
+def compile_env(spec: CompileSpec, profile: StackProfile) -> Dict[str, str]:
+    """Env the compile needs in-process: NxDI reads the LNC env var before the kwarg (NX3 models/config.py)."""
+    return {profile.env_logical_nc_config: str(spec.lnc)}
+
+
+def nxdi_compile(
+    spec: CompileSpec,
+    profile: StackProfile,
+    model_path: str,
+    model_config: Mapping[str, Any],
+    neuron_config_kwargs: Dict[str, Any],
+    draft_path: Optional[str],
+    staging_dir: str,
+) -> None:
+    """Trace and compile with NxDI into ``staging_dir``, building the config objects as F23's loader does
+    (F23 NeuronCausalLM.load_weights / NeuronSpeculationCausalLM.load_weights). Needs the Neuron stack."""
+    arch, module_name, class_name = select_model_class(model_config.get("architectures") or [], profile)
+    model_cls = getattr(importlib.import_module(module_name), class_name)
+    from neuronx_distributed_inference.utils.hf_adapter import load_pretrained_config
+
+    neuron_config = model_cls.get_neuron_config_cls()(**copy.deepcopy(neuron_config_kwargs))
+    config = model_cls.get_config_cls()(neuron_config, load_config=load_pretrained_config(model_path))
+    if spec.speculative:
+        from neuronx_distributed_inference.models.config import FusedSpecNeuronConfig
+
+        draft_neuron_config = copy.deepcopy(config.neuron_config)
+        for name, value in draft_neuron_config_updates(neuron_config_kwargs).items():
+            setattr(draft_neuron_config, name, value)
+        draft_config = model_cls.get_config_cls()(draft_neuron_config, load_config=load_pretrained_config(draft_path))
+        config.fused_spec_config = FusedSpecNeuronConfig(
+            model_cls._model_cls, draft_config=draft_config, draft_model_path=draft_path
+        )
+    log.info("compiling %s (%s) into %s", model_path, class_name, staging_dir)
+    model_cls(model_path, config).compile(staging_dir)
+
+    if spec.world_size > 1:
+        # compile() pre-shards only ranks start_rank_id .. start_rank_id+local_ranks_size-1 (neuronx-distributed
+        # 0.12 trace/model_builder.py shard_checkpoint), i.e. node 0. Shard the other nodes' ranks into the same
+        # weights/ dir so one artifact serves every node. UNVERIFIED without hardware: that model.pt is
+        # rank-independent (it stores local_ranks_size and world_size, not start_rank_id) and that shard_weights
+        # on a fresh instance with another start_rank_id produces the matching files.
+        for node in range(1, spec.world_size):
+            node_config = copy.deepcopy(config)
+            node_config.neuron_config.start_rank_id = node * spec.local_tp
+            model_cls(model_path, node_config).shard_weights(staging_dir)
+
+    if arch in profile.models_with_tokenizer_in_artifacts:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(model_path).save_pretrained(staging_dir)
+
+
+def compile_plan(contract: Contract, env: Mapping[str, str], model_config: Optional[Mapping[str, Any]]) -> dict:
+    """What compile will do, as data (printed by --dry-run, logged otherwise). Pure."""
+    spec, profile = contract.spec, contract.profile
+    cache = model_source.model_cache_dir(env)
+    kwargs = build_neuron_config_kwargs(spec, profile, model_config=model_config, model_cache=cache)
+    if contract.store.startswith("s3://"):
+        artifact = f"{contract.store}/{contract.key}/"
+    else:
+        artifact = os.path.join(contract.store, contract.key)
+    plan = {
+        "command": "compile",
+        "key": contract.key,
+        "stack": profile.id,
+        "artifact": artifact,
+        "model_path": model_source.local_model_path(spec.model_uri, spec.model_revision, model_cache=cache),
+        "lora_adapters": {
+            a.name: model_source.local_model_path(a.uri, model_cache=cache) for a in sorted_adapters(spec)
+        },
+        "draft_model_path": (
+            model_source.local_model_path(spec.speculative.model_uri, model_cache=cache) if spec.speculative else None
+        ),
+        "env": {"set": compile_env(spec, profile), "unset": []},
+        "neuron_config": kwargs,
+    }
+    if kwargs.get("torch_dtype") is None:
+        plan["notes"] = ["torch_dtype is resolved from the model's config.json at compile time (dtype auto)"]
+    return plan
+
+
+def _local_model_config(spec: CompileSpec, env: Mapping[str, str]) -> Optional[Dict[str, Any]]:
+    """config.json when the model is already on local disk (pvc://, paths); None otherwise. For dry runs."""
+    path = model_source.local_model_path(
+        spec.model_uri, spec.model_revision, model_cache=model_source.model_cache_dir(env)
+    )
+    try:
+        return read_model_config(path)
+    except ModelSourceError:
+        return None
+
+
+def run_compile(
+    contract: Contract,
+    env: Mapping[str, str],
+    *,
+    dry_run: bool = False,
+    out: TextIO = sys.stdout,
+    compile_fn: CompileFn = nxdi_compile,
+    s3_client: Any = None,
+) -> int:
+    spec, key, profile = contract.spec, contract.key, contract.profile
+    if dry_run:
+        plan = compile_plan(contract, env, _local_model_config(spec, env))
+        json.dump(plan, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return 0
+
+    check_installed_stack(profile, env)
+    store = artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client)
+    if store.lookup(key):
+        log.info("artifact cache hit: %s already holds key %s; nothing to compile", store.location, key)
+        return 0
+
+    model_path = model_source.materialize(spec.model_uri, spec.model_revision, include_weights=True, env=env)
+    for adapter in sorted_adapters(spec):
+        # NxDI reads adapter_config.json and weights while building LoraServingConfig (NX3 lora_serving/config.py).
+        model_source.materialize(adapter.uri, None, include_weights=True, env=env)
+    draft_path = (
+        model_source.materialize(spec.speculative.model_uri, None, include_weights=True, env=env)
+        if spec.speculative
+        else None
+    )
+    model_config = read_model_config(model_path)
+    plan = compile_plan(contract, env, model_config)
+    kwargs = plan["neuron_config"]
+    log.info("NeuronConfig kwargs: %s", json.dumps(kwargs, sort_keys=True))
+    os.environ.update(compile_env(spec, profile))  # NxDI reads os.environ, not our env mapping
+
+    def build(staging: str) -> None:
+        try:
+            compile_fn(spec, profile, model_path, model_config, kwargs, draft_path, staging)
+        except RuntimeFailure:
+            raise
+        except Exception as e:  # NxDI/compiler errors of any type: report them as a compile failure
+            log.exception("NxDI compile failed")
+            raise CompileError(f"NxDI compile failed: {type(e).__name__}: {e}") from e
+
+    versions = installed_versions(profile.recorded_distributions)
+    result = store.publish(key, build, lambda: artifacts.build_manifest(key, spec, versions, kwargs), profile)
+    if result == artifacts.CACHE_HIT:
+        log.info("artifact cache hit: %s already holds key %s; nothing to compile", store.location, key)
+    else:
+        log.info("artifacts for key %s %s at %s", key, result, store.location)
+    return 0

@@ -1,0 +1,255 @@
+"""Stack profiles: every name that belongs to one pinned Neuron + vLLM stack, in one place.
+
+A profile holds the env var names, server flags, module paths, dtype map, model-class map and package pins of one
+stack. Supporting a newer stack (e.g. the vllm-neuron plugin, which takes ``--additional-config`` instead of
+``--override-neuron-config``) means adding a profile here and, where its defaults differ, a NeuronConfig rule set in
+:mod:`neuron_runtime.neuron_config` selected by ``StackProfile.neuron_config_rules``.
+
+Source labels used in comments:
+  F23 = aws-neuron/upstreaming-to-vllm @ branch neuron-2.23-vllm-v0.7.2 (ad38d70fd7cafe9f60eb106339555e9e86483135)
+  NX3 = aws-neuron/neuronx-distributed-inference @ tag v0.3.5591 (9b90cd02ffc3cc76bb3e81113a177f10d7a350a8)
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping, Optional, Sequence, Tuple
+
+from neuron_runtime import constants
+from neuron_runtime.errors import SpecError
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    """Command-line flag names of the OpenAI-compatible server (F23 vllm/engine/arg_utils.py, cli_args.py)."""
+
+    model: str
+    port: str
+    tensor_parallel_size: str
+    max_num_seqs: str
+    max_model_len: str
+    dtype: str
+    device: str
+    served_model_name: str
+    override_neuron_config: str
+    enable_lora: str
+    max_loras: str
+    max_lora_rank: str
+    lora_modules: str
+    speculative_model: str
+    num_speculative_tokens: str
+    speculative_max_model_len: str
+    # Other spellings of flags the runtime derives, also refused in extra_args (-tp is --tensor-parallel-size's
+    # alias; --revision would pin a revision on the local model directory the runtime passes).
+    reserved_aliases: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackProfile:
+    id: str
+    # Selects the NeuronConfig default rules in neuron_config.py that this stack's vLLM applies.
+    neuron_config_rules: str
+    # Distributions whose installed version must equal the pin (release segment, before any "+local" part).
+    pinned_distributions: Mapping[str, str]
+    # Distributions that must be installed, any version.
+    required_distributions: Tuple[str, ...]
+    # Distributions whose versions are recorded in the artifact manifest.
+    recorded_distributions: Tuple[str, ...]
+    # --- environment ---
+    env_framework: str
+    framework_nxdi: str
+    env_compiled_artifacts: str
+    env_logical_nc_config: str
+    env_rpc_timeout: str
+    default_rpc_timeout_ms: str
+    env_world_size: str
+    env_multi_node: str
+    env_rank_id: str
+    # --- server ---
+    server_module: str
+    device: str
+    flags: ServerFlags
+    # --- model / NeuronConfig vocabulary ---
+    dtype_to_neuron: Mapping[str, str]  # vLLM --dtype string -> NxDI torch_dtype string
+    supported_models: Mapping[str, Tuple[str, str]]  # HF architecture -> (NxDI module, class)
+    default_max_lora_rank: int
+    allowed_max_lora_ranks: Tuple[int, ...]
+    # NeuronConfig keys derived from first-class spec fields; an override may repeat them but not contradict them.
+    spec_owned_keys: frozenset
+    # override_neuron_config keys vLLM pops to build LoraServingConfig instead of passing them to NeuronConfig.
+    lora_override_keys: Tuple[str, ...]
+    # Model classes whose compiled directory must also hold the tokenizer (the fork saves it there for Mllama).
+    models_with_tokenizer_in_artifacts: frozenset
+    # --- compiled artifact layout written by NxDI compile() ---
+    neuron_config_file: str
+    compiled_model_file: str
+    sharded_weights_file: str  # relative path, formatted with rank=
+
+
+NEURON_2_23_VLLM_0_7_2 = StackProfile(
+    id="neuron-2.23-vllm-0.7.2",
+    neuron_config_rules="vllm-0.7.2-nxdi",
+    # Neuron 2.23 release manifest (aws-neuron-sdk v2.23.0 src/helperscripts/n2-manifest.json); NX3 tag v0.3.5591.
+    # vLLM: the fork's setup.py takes its version from setuptools-scm; Dockerfile.neuron fixes it to 0.7.2
+    # (SETUPTOOLS_SCM_PRETEND_VERSION) and setup.py appends "+neuron218" (get_vllm_version).
+    pinned_distributions=MappingProxyType(
+        {
+            "neuronx-distributed-inference": "0.3.5591",
+            "neuronx-cc": "2.18.121.0",
+            "vllm": "0.7.2",
+        }
+    ),
+    # torch-neuronx is 2.6.0.2.7.x in the DLC but the exact build differs between the SDK manifest and the DLC
+    # Dockerfile, so only its presence is required.
+    required_distributions=("torch-neuronx", "neuronx-distributed"),
+    recorded_distributions=(
+        "vllm",
+        "neuronx-distributed-inference",
+        "neuronx-distributed",
+        "neuronx-cc",
+        "torch-neuronx",
+        "torch",
+        "transformers",
+    ),
+    # F23 vllm/worker/utils.py get_neuron_framework_to_use
+    env_framework="VLLM_NEURON_FRAMEWORK",
+    framework_nxdi="neuronx-distributed-inference",
+    # F23 vllm/model_executor/model_loader/neuronx_distributed.py NeuronCausalLM.load_weights
+    env_compiled_artifacts="NEURON_COMPILED_ARTIFACTS",
+    # NX3 src/neuronx_distributed_inference/models/config.py: the env var wins over the logical_nc_config kwarg
+    env_logical_nc_config="NEURON_LOGICAL_NC_CONFIG",
+    # F23 vllm/envs.py (milliseconds, default 10000); AWS tutorials use 100000 for slow Neuron engine start-up
+    env_rpc_timeout="VLLM_RPC_TIMEOUT",
+    default_rpc_timeout_ms="100000",
+    # F23 vllm/worker/neuron_worker.py reads these even in single-node mode (WORLD_SIZE default "1")
+    env_world_size="WORLD_SIZE",
+    env_multi_node="ENABLE_NEURON_MULTI_NODE",
+    env_rank_id="NEURON_RANK_ID",
+    server_module="vllm.entrypoints.openai.api_server",
+    device="neuron",  # F23 vllm/engine/arg_utils.py DEVICE_OPTIONS
+    flags=ServerFlags(
+        model="--model",
+        port="--port",  # F23 vllm/entrypoints/openai/cli_args.py
+        tensor_parallel_size="--tensor-parallel-size",
+        max_num_seqs="--max-num-seqs",
+        max_model_len="--max-model-len",
+        dtype="--dtype",
+        device="--device",
+        served_model_name="--served-model-name",
+        override_neuron_config="--override-neuron-config",  # type=json.loads
+        enable_lora="--enable-lora",
+        max_loras="--max-loras",
+        max_lora_rank="--max-lora-rank",
+        lora_modules="--lora-modules",  # LoRAParserAction: name=path or JSON {"name":..,"path":..}
+        speculative_model="--speculative-model",
+        num_speculative_tokens="--num-speculative-tokens",
+        speculative_max_model_len="--speculative-max-model-len",
+        reserved_aliases=("-tp", "--revision"),
+    ),
+    # F23 neuronx_distributed.py TORCH_DTYPE_TO_NEURON_AMP, string entries. "auto" is absent on purpose: vLLM's
+    # ModelConfig resolves it to a torch dtype before the map is consulted (F23 vllm/config.py
+    # _get_and_verify_dtype), see neuron_config.resolve_torch_dtype.
+    dtype_to_neuron=MappingProxyType(
+        {
+            "half": "float16",
+            "float16": "float16",
+            "bfloat16": "bfloat16",
+            "float": "float32",
+            "float32": "float32",
+        }
+    ),
+    # F23 neuronx_distributed.py _NEURON_SUPPORTED_MODELS (class names checked in NX3 models/*/modeling_*.py)
+    supported_models=MappingProxyType(
+        {
+            "LlamaForCausalLM": ("neuronx_distributed_inference.models.llama.modeling_llama", "NeuronLlamaForCausalLM"),
+            "MistralForCausalLM": (
+                "neuronx_distributed_inference.models.llama.modeling_llama",
+                "NeuronLlamaForCausalLM",
+            ),
+            "DbrxForCausalLM": ("neuronx_distributed_inference.models.dbrx.modeling_dbrx", "NeuronDbrxForCausalLM"),
+            "MixtralForCausalLM": (
+                "neuronx_distributed_inference.models.mixtral.modeling_mixtral",
+                "NeuronMixtralForCausalLM",
+            ),
+            "MllamaForConditionalGeneration": (
+                "neuronx_distributed_inference.models.mllama.modeling_mllama",
+                "NeuronMllamaForCausalLM",
+            ),
+        }
+    ),
+    # F23 vllm/engine/arg_utils.py EngineArgs.max_lora_rank = 16; vllm/config.py LoRAConfig possible_max_ranks
+    default_max_lora_rank=16,
+    allowed_max_lora_ranks=(8, 16, 32, 64, 128, 256),
+    spec_owned_keys=frozenset(
+        {
+            "tp_degree",
+            "batch_size",
+            "seq_len",
+            "torch_dtype",
+            "logical_nc_config",
+            "world_size",
+            "lora_config",
+            "speculation_length",
+        }
+    ),
+    # F23 vllm/worker/neuronx_distributed_model_runner.py _get_nxdi_lora_config
+    lora_override_keys=("lora_modules", "target_modules"),
+    models_with_tokenizer_in_artifacts=frozenset({"MllamaForConditionalGeneration"}),
+    # NX3 models/config.py CONFIG_FILE; models/application_base.py COMPILED_MODEL_FILE_NAME and load_weights
+    neuron_config_file="neuron_config.json",
+    compiled_model_file="model.pt",
+    sharded_weights_file="weights/tp{rank}_sharded_checkpoint.safetensors",
+)
+
+PROFILES: Mapping[str, StackProfile] = MappingProxyType({NEURON_2_23_VLLM_0_7_2.id: NEURON_2_23_VLLM_0_7_2})
+
+
+def get_profile(stack_id: str) -> StackProfile:
+    try:
+        return PROFILES[stack_id]
+    except KeyError:
+        raise SpecError(f"unknown runtime stack {stack_id!r}; this runtime supports {sorted(PROFILES)}") from None
+
+
+def installed_versions(names: Sequence[str]) -> dict:
+    """Installed distribution versions (None when absent), via importlib.metadata only: nothing is imported."""
+    versions: dict = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _release(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def stack_problems(profile: StackProfile, versions: Mapping[str, Optional[str]], image_stack: Optional[str]) -> list:
+    """Why the installed software is not the stack ``profile`` describes; empty when it is."""
+    problems = []
+    if image_stack and image_stack != profile.id:
+        problems.append(f"this image provides stack {image_stack!r}, the spec asks for {profile.id!r}")
+    for name, pin in profile.pinned_distributions.items():
+        found = versions.get(name)
+        if found is None:
+            problems.append(f"{name} is not installed (need {pin})")
+        elif _release(found) != pin:
+            problems.append(f"{name} {found} is installed, stack {profile.id} needs {pin}")
+    for name in profile.required_distributions:
+        if versions.get(name) is None:
+            problems.append(f"{name} is not installed")
+    return problems
+
+
+def check_installed_stack(profile: StackProfile, env: Mapping[str, str]) -> None:
+    """Raise SpecError unless the running image is the stack ``profile`` describes (skippable for tests)."""
+    if env.get(constants.ENV_SKIP_STACK_CHECK) == "1":
+        return
+    names = list(profile.pinned_distributions) + list(profile.required_distributions)
+    problems = stack_problems(profile, installed_versions(names), env.get(constants.ENV_IMAGE_STACK))
+    if problems:
+        raise SpecError("runtime image does not match the requested stack: " + "; ".join(problems))
