@@ -18,12 +18,13 @@ kubectl apply --server-side -f "$ROOT/crds/neuroninferenceservices.yaml"
 kubectl wait --for=condition=Established crd/neuroninferenceservices.inference.neuron-operator.io --timeout=60s
 kubectl apply -f "$ROOT/hack/demo-prereqs.yaml"
 
+# The demo operator watches only `default`, so it never competes with test operators on the same cluster.
 say "starting the operator (log: $D/operator.log)"
 if [ -f "$D/operator.pid" ] && kill -0 "$(cat "$D/operator.pid")" 2>/dev/null; then
   echo "operator already running (pid $(cat "$D/operator.pid"))"
 else
   NEURON_OPERATOR_METRICS_PORT=${NEURON_OPERATOR_METRICS_PORT:-18080} \
-    nohup neuron-operator run --all-namespaces --standalone --liveness=http://127.0.0.1:18081/healthz \
+    nohup neuron-operator run --namespace=default --standalone --liveness=http://127.0.0.1:18081/healthz \
     >"$D/operator.log" 2>&1 &
   echo $! >"$D/operator.pid"
   echo "operator pid $(cat "$D/operator.pid")"

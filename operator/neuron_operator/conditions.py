@@ -110,10 +110,12 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
         cond(T.COMPILED, S.FALSE, Reason.COMPILE_FAILED,
              f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}")
     elif compile_ is not None and compile_.state == JOB_RUNNING:
-        cond(T.COMPILED, S.FALSE, Reason.COMPILING, f"compile Job {compile_.job_name} is compiling artifact {inputs.key}")
+        cond(T.COMPILED, S.FALSE, Reason.COMPILING, f"compile Job {compile_.job_name} is compiling artifact {inputs.key}"
+             + (f" ({compile_.failure})" if compile_.failure else ""))
     else:
         cond(T.COMPILED, S.FALSE, Reason.COMPILE_PENDING,
-             f"compile Job {compile_.job_name if compile_ else ''} for artifact {inputs.key} is waiting to run")
+             f"compile Job {compile_.job_name if compile_ else ''} for artifact {inputs.key} is waiting to run"
+             + (f": {compile_.failure}" if compile_ and compile_.failure else ""))
 
     compiled_current = compiled and serving.artifact_key == inputs.key
     _serving_conditions(cond, serving, desired, serving_available, compiled_current, inputs.key)

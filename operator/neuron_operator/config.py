@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -21,7 +22,8 @@ class OperatorConfig:
     # Compile Job: retries of the pod (the Job controller backs off 10s, 20s, 40s ...) and a hard deadline.
     compile_backoff_limit: int = 2
     compile_active_deadline_seconds: int = 4 * 3600
-    namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: all namespaces
+    # Watched namespaces: names or kopf-style globs ("team-*"), "!pattern" excludes; empty: all namespaces.
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
 
     @classmethod
@@ -37,3 +39,15 @@ class OperatorConfig:
             namespaces=namespaces,
             metrics_port=int(env.get("NEURON_OPERATOR_METRICS_PORT", "8080")),
         )
+
+
+def has_namespace_patterns(namespaces: tuple[str, ...]) -> bool:
+    return any(ch in ns for ns in namespaces for ch in "*?[!")
+
+
+def namespace_watched(namespace: str, patterns: tuple[str, ...]) -> bool:
+    """kopf's rule: included by any positive pattern (or all, if there is none) and excluded by any "!pattern"."""
+    positive = [p for p in patterns if not p.startswith("!")]
+    negative = [p[1:] for p in patterns if p.startswith("!")]
+    included = not positive or any(fnmatch.fnmatchcase(namespace, p) for p in positive)
+    return included and not any(fnmatch.fnmatchcase(namespace, p) for p in negative)

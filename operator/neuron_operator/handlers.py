@@ -18,7 +18,7 @@ import kopf
 from . import constants as C
 from . import metrics
 from .catalog import load_catalog
-from .config import OperatorConfig
+from .config import OperatorConfig, has_namespace_patterns, namespace_watched
 from .kube import ApiError, KubeClient
 from .reconcile import Reconciler, RetryLater
 from .workqueue import RetryableError, WorkQueue
@@ -71,6 +71,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             metrics.COMPILE_JOBS.labels(outcome="created").inc()
         _state["phases"][key] = result.phase
 
+    _state["reconciler"] = reconciler
     queue = WorkQueue(run_pass, workers=int(os.environ.get("NEURON_OPERATOR_WORKERS", "4")))
     queue.start()
     _state.update(queue=queue, client=client, config=config, phases={})
@@ -93,12 +94,16 @@ async def _resync_forever(client: KubeClient, config: OperatorConfig, queue: Wor
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
-        namespaces = config.namespaces or (None,)
+        # Patterns need a cluster-wide list filtered here; plain names are listed one namespace at a time.
+        patterns = has_namespace_patterns(config.namespaces)
+        namespaces = (None,) if patterns or not config.namespaces else config.namespaces
         try:
             for ns in namespaces:
                 items = await loop.run_in_executor(None, client.list, C.GROUP_VERSION, C.KIND, ns)
                 for item in items:
-                    queue.enqueue((item["metadata"]["namespace"], item["metadata"]["name"]))
+                    item_ns = item["metadata"]["namespace"]
+                    if not patterns or namespace_watched(item_ns, config.namespaces):
+                        queue.enqueue((item_ns, item["metadata"]["name"]))
         except ApiError as exc:
             log.warning("resync list failed: %s", exc)
         _publish_phase_counts()
@@ -136,8 +141,25 @@ def _enqueue_owners(body: kopf.Body) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def deployment_event(body: kopf.Body, **_: Any) -> None:
+def deployment_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event("Deployment", type, body)
+
+
+def _child_event(kind: str, type_: str, body: kopf.Body) -> None:
+    reconciler = _state.get("reconciler")
+    if type_ == "DELETED" and reconciler is not None:
+        reconciler.forget_child(kind, body["metadata"].get("namespace"), body["metadata"]["name"])
     _enqueue_owners(body)
+
+
+@kopf.on.event("", "v1", "services", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
+def service_child_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event("Service", type, body)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
+def pdb_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event("PodDisruptionBudget", type, body)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})

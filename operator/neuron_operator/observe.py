@@ -54,8 +54,13 @@ def observe_compile(client: KubeClient, namespace: str, job_name: str, job: Opti
         return CompileObservation(job_name=job_name, state=JOB_FAILED, attempts=failed_pods,
                                   failure=failure or failed_cond.get("message", "Job failed"))
     state = JOB_RUNNING if int(status.get("ready") or 0) > 0 else JOB_PENDING
-    return CompileObservation(job_name=job_name, state=state, attempts=attempts,
-                              failure=f"retrying after: {failure}" if failure else "")
+    detail = f"retrying after: {failure}" if failure else ""
+    if state == JOB_PENDING:
+        # A compile pod that cannot be scheduled (devices held by serving pods, no node of the instance type)
+        # would otherwise look like a silent hang.
+        unschedulable = _unschedulable_detail(client, namespace, {JOB_NAME_LABEL: job_name})
+        detail = "; ".join(d for d in (detail, unschedulable) if d)
+    return CompileObservation(job_name=job_name, state=state, attempts=attempts, failure=detail)
 
 
 def _latest_pod_failure(client: KubeClient, namespace: str, job_name: str) -> str:

@@ -6,6 +6,13 @@ Publication is atomic so a serving pod never sees half an artifact:
   S3 store: compile into a local staging dir, upload every file, then manifest.json last (its presence = complete).
 A manifest with the right key is the only completion marker: NxDI itself writes neuron_config.json before tracing
 and so leaves partial directories behind (NX3 models/application_base.py compile()).
+
+Multi-node (world_size > 1), one compile pod per node (Indexed Job):
+  ``<store>/<key>/rank-<r>/`` is node r's own, self-contained NxDI output (neuron_config.json, model.pt and the
+  pre-sharded weights of ranks r*L .. r*L+L-1, L = local ranks per node) plus a rank manifest, published exactly like
+  a single-node artifact (staging dir, manifest last, rename / upload). ``<store>/<key>/manifest.json`` is the
+  *group* manifest: rank 0 writes it once every rank is published, so "the key is complete" means the same thing
+  for one node and for many. Serving node r points NEURON_COMPILED_ARTIFACTS at its rank dir only.
 """
 
 from __future__ import annotations
@@ -54,6 +61,57 @@ def build_manifest(
     }
 
 
+def rank_dir_name(rank: int) -> str:
+    return constants.RANK_DIR_FORMAT.format(rank=rank)
+
+
+def build_rank_manifest(
+    key: str,
+    spec: CompileSpec,
+    versions: Mapping[str, Optional[str]],
+    neuron_config_kwargs: Mapping[str, Any],
+    rank: int,
+    created: Optional[datetime.datetime] = None,
+) -> Dict[str, Any]:
+    manifest = build_manifest(key, spec, versions, neuron_config_kwargs, created)
+    manifest["rank"] = rank
+    manifest["world_size"] = spec.world_size
+    return manifest
+
+
+def build_group_manifest(
+    key: str, spec: CompileSpec, rank_manifests: Mapping[int, Mapping[str, Any]], created=None
+) -> Dict[str, Any]:
+    """The group manifest from the published rank manifests; refuses ranks built by different software."""
+    ranks = sorted(rank_manifests)
+    if ranks != list(range(spec.world_size)):
+        raise CompileError(f"group manifest for key {key} needs ranks 0..{spec.world_size - 1}, have {ranks}")
+    versions = {r: rank_manifests[r].get("versions") for r in ranks}
+    if any(v != versions[0] for v in versions.values()):
+        raise CompileError(f"ranks of key {key} were compiled by different software versions: {versions}")
+    created = created or datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "schema": constants.MANIFEST_SCHEMA_VERSION,
+        "key": key,
+        "stack": spec.stack,
+        "spec": spec.to_dict(),
+        "world_size": spec.world_size,
+        "layout": "per-rank",
+        "ranks": [
+            {
+                "rank": r,
+                "dir": rank_dir_name(r),
+                "start_rank_id": (rank_manifests[r].get("neuron_config") or {}).get("start_rank_id"),
+                "local_ranks_size": (rank_manifests[r].get("neuron_config") or {}).get("local_ranks_size"),
+            }
+            for r in ranks
+        ],
+        "versions": versions[0],
+        "runtime_version": __version__,
+        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
 def write_manifest(directory: str, manifest: Mapping[str, Any]) -> None:
     """Write via a temp file + fsync + rename, so the manifest itself is never seen half-written."""
     tmp = os.path.join(directory, constants.MANIFEST_FILE + ".tmp")
@@ -86,14 +144,38 @@ def missing_files(directory: str, profile: StackProfile, neuron_config: Mapping[
     """NxDI files a loadable artifact needs that ``directory`` lacks."""
     required = [profile.neuron_config_file, profile.compiled_model_file]
     if neuron_config.get("save_sharded_checkpoint"):
-        # One pre-sharded checkpoint per rank (NX3 application_base.load_weights); ranks = world_size = tp_degree.
-        ranks = neuron_config.get("world_size") or neuron_config.get("tp_degree") or 1
-        required += [profile.sharded_weights_file.format(rank=r) for r in range(ranks)]
+        # One pre-sharded checkpoint per rank this node loads (NX3 application_base.load_weights: start_rank_id ..
+        # start_rank_id + local_ranks_size - 1); single node: every rank, world_size = tp_degree.
+        if neuron_config.get("local_ranks_size"):
+            start = neuron_config.get("start_rank_id") or 0
+            ranks = range(start, start + neuron_config["local_ranks_size"])
+        else:
+            ranks = range(neuron_config.get("world_size") or neuron_config.get("tp_degree") or 1)
+        required += [profile.sharded_weights_file.format(rank=r) for r in ranks]
     return [rel for rel in required if not os.path.isfile(os.path.join(directory, *rel.split("/")))]
 
 
-def verify_artifact_dir(directory: str, key: str, spec: CompileSpec, profile: StackProfile) -> Dict[str, Any]:
-    """Check that ``directory`` holds the complete artifact for ``key``; returns its manifest.
+def verify_group_manifest(key_dir: str, key: str, spec: CompileSpec) -> Dict[str, Any]:
+    """Check that ``<store>/<key>/`` carries rank 0's group manifest: every rank of the key was published."""
+    manifest = read_manifest(key_dir)
+    if manifest is None or manifest.get("key") != key:
+        raise ArtifactError(
+            f"compiled artifacts for key {key} are not complete at {key_dir} (no group {constants.MANIFEST_FILE}); "
+            "the multi-node compile Job must finish first"
+        )
+    if manifest.get("world_size") != spec.world_size:
+        raise ArtifactError(
+            f"artifacts at {key_dir} were compiled for {manifest.get('world_size')} nodes, the spec has "
+            f"{spec.world_size}"
+        )
+    return manifest
+
+
+def verify_artifact_dir(
+    directory: str, key: str, spec: CompileSpec, profile: StackProfile, rank: Optional[int] = None
+) -> Dict[str, Any]:
+    """Check that ``directory`` holds the complete artifact for ``key`` (for node ``rank`` of a multi-node group
+    when given); returns its manifest.
 
     Replaces vLLM's fallback of recompiling inside the serving pod (F23 NeuronCausalLM.load_weights) with a
     clear failure, so a missing or foreign artifact is reported instead of silently compiled for 15+ minutes.
@@ -106,6 +188,11 @@ def verify_artifact_dir(directory: str, key: str, spec: CompileSpec, profile: St
         raise ArtifactError(not_found + f" (no readable {constants.MANIFEST_FILE}: compile incomplete)")
     if manifest.get("key") != key:
         raise ArtifactError(f"artifacts at {directory} are for key {manifest.get('key')!r}, expected {key}")
+    if rank is not None and (manifest.get("rank") != rank or manifest.get("world_size") != spec.world_size):
+        raise ArtifactError(
+            f"artifacts at {directory} are for rank {manifest.get('rank')!r} of {manifest.get('world_size')!r} "
+            f"nodes, expected rank {rank} of {spec.world_size}"
+        )
     neuron_config = manifest.get("neuron_config") or {}
     missing = missing_files(directory, profile, neuron_config)
     if missing:
@@ -114,6 +201,9 @@ def verify_artifact_dir(directory: str, key: str, spec: CompileSpec, profile: St
     # get_nxd_sampling_params), so the compiled shapes must be the same numbers.
     compiled = _compiled_neuron_config(directory, profile)
     expected = {"tp_degree": spec.tp_degree, "batch_size": spec.max_num_seqs, "seq_len": spec.max_model_len}
+    if rank is not None:
+        # The node-independent part of the placement; start_rank_id is set per node at load (serve override).
+        expected.update({"world_size": spec.tp_degree, "local_ranks_size": spec.local_tp})
     differing = {k: (compiled.get(k), v) for k, v in expected.items() if compiled.get(k) != v}
     if differing:
         detail = ", ".join(f"{k} compiled {c!r} vs spec {s!r}" for k, (c, s) in differing.items())
@@ -214,6 +304,88 @@ class LocalStore:
             raise
 
 
+    # --- multi-node: one directory per rank, then the group manifest --------------------------------------------
+
+    def rank_dir(self, key: str, rank: int) -> str:
+        return os.path.join(self.root, key, rank_dir_name(rank))
+
+    def lookup_rank(self, key: str, rank: int) -> Optional[Dict[str, Any]]:
+        manifest = read_manifest(self.rank_dir(key, rank))
+        ok = manifest is not None and manifest.get("key") == key and manifest.get("rank") == rank
+        return manifest if ok else None
+
+    def publish_rank(
+        self, key: str, rank: int, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+    ) -> str:
+        """Like publish(), into ``<key>/rank-<r>``; ``<key>/`` itself is a plain directory shared by the ranks."""
+        if self.lookup_rank(key, rank):
+            return CACHE_HIT
+        staging_root = os.path.join(self.root, constants.STAGING_DIR)
+        remove_stale_staging(staging_root, key)
+        staging = _new_staging_dir(staging_root, f"{key}-{rank_dir_name(rank)}")
+        try:
+            _build_into(staging, build, make_manifest, profile)
+            key_dir = os.path.join(self.root, key)
+            os.makedirs(key_dir, exist_ok=True)
+            os.chmod(key_dir, 0o755)
+            final = self.rank_dir(key, rank)
+            try:
+                os.rename(staging, final)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if self.lookup_rank(key, rank):
+                    log.info("another compile published %s first; discarding ours", final)
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return ALREADY_PUBLISHED
+                raise CompileError(
+                    f"cannot publish to {final}: it exists without a valid {constants.MANIFEST_FILE}; remove it"
+                ) from None
+            return PUBLISHED
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def publish_group(self, key: str, manifest: Mapping[str, Any]) -> None:
+        write_manifest(os.path.join(self.root, key), manifest)  # temp file + rename: atomic
+
+
+def wait_for_ranks(
+    store: Any,
+    key: str,
+    world_size: int,
+    timeout: float,
+    *,
+    poll: float = 10.0,
+    log_every: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Dict[int, Dict[str, Any]]:
+    """Rank manifests of every rank of ``key``, polling the store until all are published or ``timeout`` passes."""
+    start = clock()
+    found: Dict[int, Dict[str, Any]] = {}
+    last_log = None
+    while True:
+        for rank in range(world_size):
+            if rank not in found:
+                manifest = store.lookup_rank(key, rank)
+                if manifest is not None:
+                    found[rank] = manifest
+        missing = [r for r in range(world_size) if r not in found]
+        if not missing:
+            return found
+        elapsed = clock() - start
+        if elapsed >= timeout:
+            raise CompileError(
+                f"timed out after {int(timeout)}s waiting for the compile pods of ranks {missing} of key {key} to "
+                "publish; check those pods of the compile Job"
+            )
+        if last_log is None or elapsed - last_log >= log_every:
+            log.info("waiting for ranks %s of key %s to publish (%ds/%ds)", missing, key, elapsed, timeout)
+            last_log = elapsed
+        sleep(min(poll, max(0.0, timeout - elapsed)))
+
+
 class S3Store:
     """A store in S3; manifest.json uploaded last is the completion marker."""
 
@@ -255,6 +427,69 @@ class S3Store:
             return PUBLISHED
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    # --- multi-node ------------------------------------------------------------------------------------------------
+
+    def _rank_prefix(self, key: str, rank: int) -> str:
+        return s3_transfer.join_key(self.prefix, key, rank_dir_name(rank))
+
+    def lookup_rank(self, key: str, rank: int) -> Optional[Dict[str, Any]]:
+        manifest_key = s3_transfer.join_key(self._rank_prefix(key, rank), constants.MANIFEST_FILE)
+        if not s3_transfer.object_exists(self.client, self.bucket, manifest_key):
+            return None
+        manifest = parse_manifest(s3_transfer.read_object(self.client, self.bucket, manifest_key).decode("utf-8"))
+        ok = manifest is not None and manifest.get("key") == key and manifest.get("rank") == rank
+        return manifest if ok else None
+
+    def publish_rank(
+        self, key: str, rank: int, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+    ) -> str:
+        if self.lookup_rank(key, rank):
+            return CACHE_HIT
+        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), f"{key}-{rank_dir_name(rank)}")
+        try:
+            _build_into(staging, build, make_manifest, profile)
+            s3_transfer.upload_dir(
+                self.client, staging, self.bucket, self._rank_prefix(key, rank), last=constants.MANIFEST_FILE
+            )
+            return PUBLISHED
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def publish_group(self, key: str, manifest: Mapping[str, Any]) -> None:
+        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), f"{key}-group")
+        try:
+            write_manifest(staging, manifest)
+            s3_transfer.upload_dir(self.client, staging, self.bucket, self._key_prefix(key), last=constants.MANIFEST_FILE)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def fetch_rank(self, key: str, rank: int) -> str:
+        """Copy only ``<key>/rank-<r>/`` (and the group manifest) to ``<local_root>/<key>/``; returns the rank dir."""
+        group = self.lookup(key)
+        if not group:
+            raise ArtifactError(
+                f"compiled artifacts for key {key} are not complete at {self.artifact_uri(key)} (no group "
+                f"{constants.MANIFEST_FILE}); the multi-node compile Job must finish first"
+            )
+        key_dir = os.path.join(self.local_root, key)
+        dest = os.path.join(key_dir, rank_dir_name(rank))
+        local = read_manifest(dest)
+        if not (local is not None and local.get("key") == key and local.get("rank") == rank):
+            staging = _new_staging_dir(
+                os.path.join(self.local_root, constants.STAGING_DIR), f"{key}-{rank_dir_name(rank)}"
+            )
+            try:
+                s3_transfer.download_prefix(self.client, self.bucket, self._rank_prefix(key, rank), staging)
+                os.makedirs(key_dir, exist_ok=True)
+                if os.path.isdir(dest):  # an incomplete earlier copy: replace it
+                    shutil.rmtree(dest)
+                os.rename(staging, dest)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        write_manifest(key_dir, group)
+        return dest
 
     def fetch(self, key: str) -> str:
         """Copy ``<key>/`` to ``<local_root>/<key>`` (atomically, reusing a complete earlier copy)."""

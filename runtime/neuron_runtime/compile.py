@@ -3,6 +3,17 @@
 The decisions (NeuronConfig kwargs, model class, paths) are pure functions; the I/O is a thin sequence: check the
 image, look for a cached artifact, fetch the model, compile into a staging dir, publish. NxDI, torch and
 transformers are imported only inside :func:`nxdi_compile`.
+
+Multi-node (spec.world_size > 1): the operator runs an Indexed Job with one pod per node; pod r
+(JOB_COMPLETION_INDEX=r) compiles node r's artifact into ``<store>/<key>/rank-<r>/`` and rank 0 then writes the
+group manifest once every rank is published. This is NxDI's own manual multi-node flow (NX3 examples/multi_node.md:
+each node runs with its own --start_rank_id and its own --compiled-model-path): NxDI compile() pre-shards only the
+ranks start_rank_id .. start_rank_id+local_ranks_size-1 (NX3 application_base.shard_weights -> neuronx-distributed
+0.12 ModelBuilder.shard_checkpoint), so every rank dir is self-contained and a serving node downloads only its
+own slice of the weights. Reading neuronx-distributed 0.12 suggests model.pt itself does not depend on the node
+(SPMDModel(neff, metaneff, local_ranks_size, world_size); NxDModel.initialize takes the start rank at load), so
+one compile on rank 0 would also do; we still compile on every node because the graph is the same and the compiles
+run in parallel (no extra wall time), the sharding is split across nodes, and it is the flow NxDI documents.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple
 
-from neuron_runtime import artifacts, model_source
+from neuron_runtime import artifacts, constants, model_source
 from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import Contract, local_artifacts_dir
 from neuron_runtime.errors import CompileError, ModelSourceError, RuntimeFailure, SpecError
@@ -86,18 +97,9 @@ def nxdi_compile(
             model_cls._model_cls, draft_config=draft_config, draft_model_path=draft_path
         )
     log.info("compiling %s (%s) into %s", model_path, class_name, staging_dir)
+    # Multi-node: the kwargs carry this node's start_rank_id/local_ranks_size, so compile() pre-shards exactly the
+    # ranks this node loads (see the module docstring).
     model_cls(model_path, config).compile(staging_dir)
-
-    if spec.world_size > 1:
-        # compile() pre-shards only ranks start_rank_id .. start_rank_id+local_ranks_size-1 (neuronx-distributed
-        # 0.12 trace/model_builder.py shard_checkpoint), i.e. node 0. Shard the other nodes' ranks into the same
-        # weights/ dir so one artifact serves every node. UNVERIFIED without hardware: that model.pt is
-        # rank-independent (it stores local_ranks_size and world_size, not start_rank_id) and that shard_weights
-        # on a fresh instance with another start_rank_id produces the matching files.
-        for node in range(1, spec.world_size):
-            node_config = copy.deepcopy(config)
-            node_config.neuron_config.start_rank_id = node * spec.local_tp
-            model_cls(model_path, node_config).shard_weights(staging_dir)
 
     if arch in profile.models_with_tokenizer_in_artifacts:
         from transformers import AutoTokenizer
@@ -105,15 +107,40 @@ def nxdi_compile(
         AutoTokenizer.from_pretrained(model_path).save_pretrained(staging_dir)
 
 
-def compile_plan(contract: Contract, env: Mapping[str, str], model_config: Optional[Mapping[str, Any]]) -> dict:
+def compile_rank(env: Mapping[str, str], spec: CompileSpec) -> int:
+    """Which node this compile pod builds: JOB_COMPLETION_INDEX of the Indexed Job (0 for a single node)."""
+    name = constants.ENV_JOB_COMPLETION_INDEX
+    text = env.get(name, "").strip()
+    if spec.world_size == 1:
+        if text not in ("", "0"):
+            raise SpecError(f"{name}={text} but the spec has world_size 1; a single-node compile is one pod")
+        return 0
+    if not text:
+        raise SpecError(
+            f"multi-node compile (world_size {spec.world_size}) needs {name}: run it as an Indexed Job with "
+            f"completions = parallelism = {spec.world_size}"
+        )
+    try:
+        rank = int(text)
+    except ValueError:
+        raise SpecError(f"{name} must be an integer, got {text!r}") from None
+    if not 0 <= rank < spec.world_size:
+        raise SpecError(f"{name}={rank} is outside 0..{spec.world_size - 1} (world_size {spec.world_size})")
+    return rank
+
+
+def compile_plan(
+    contract: Contract, env: Mapping[str, str], model_config: Optional[Mapping[str, Any]], rank: int = 0
+) -> dict:
     """What compile will do, as data (printed by --dry-run, logged otherwise). Pure."""
     spec, profile = contract.spec, contract.profile
     cache = model_source.model_cache_dir(env)
-    kwargs = build_neuron_config_kwargs(spec, profile, model_config=model_config, model_cache=cache)
+    kwargs = build_neuron_config_kwargs(spec, profile, model_config=model_config, model_cache=cache, rank=rank)
+    parts = [contract.key] + ([artifacts.rank_dir_name(rank)] if spec.world_size > 1 else [])
     if contract.store.startswith("s3://"):
-        artifact = f"{contract.store}/{contract.key}/"
+        artifact = "/".join([contract.store] + parts) + "/"
     else:
-        artifact = os.path.join(contract.store, contract.key)
+        artifact = os.path.join(contract.store, *parts)
     plan = {
         "command": "compile",
         "key": contract.key,
@@ -131,6 +158,10 @@ def compile_plan(contract: Contract, env: Mapping[str, str], model_config: Optio
     }
     if kwargs.get("torch_dtype") is None:
         plan["notes"] = ["torch_dtype is resolved from the model's config.json at compile time (dtype auto)"]
+    if spec.world_size > 1:
+        plan["rank"] = rank
+        plan["world_size"] = spec.world_size
+        plan["group_manifest"] = "written by this pod once every rank is published" if rank == 0 else "rank 0"
     return plan
 
 
@@ -155,8 +186,9 @@ def run_compile(
     s3_client: Any = None,
 ) -> int:
     spec, key, profile = contract.spec, contract.key, contract.profile
+    rank = compile_rank(env, spec)
     if dry_run:
-        plan = compile_plan(contract, env, _local_model_config(spec, env))
+        plan = compile_plan(contract, env, _local_model_config(spec, env), rank)
         json.dump(plan, out, indent=2, sort_keys=True)
         out.write("\n")
         return 0
@@ -166,7 +198,56 @@ def run_compile(
     if store.lookup(key):
         log.info("artifact cache hit: %s already holds key %s; nothing to compile", store.location, key)
         return 0
+    if spec.world_size > 1:
+        return _run_rank_compile(contract, env, store, rank, compile_fn)
 
+    versions = installed_versions(profile.recorded_distributions)
+    build, kwargs = _prepare_build(contract, env, 0, compile_fn)
+    result = store.publish(key, build, lambda: artifacts.build_manifest(key, spec, versions, kwargs), profile)
+    if result == artifacts.CACHE_HIT:
+        log.info("artifact cache hit: %s already holds key %s; nothing to compile", store.location, key)
+    else:
+        log.info("artifacts for key %s %s at %s", key, result, store.location)
+    return 0
+
+
+def _run_rank_compile(contract: Contract, env: Mapping[str, str], store: Any, rank: int, compile_fn: CompileFn) -> int:
+    """One node of a multi-node compile: publish rank-<r>/, and on rank 0 also the group manifest."""
+    spec, key, profile = contract.spec, contract.key, contract.profile
+    if store.lookup_rank(key, rank):
+        log.info("rank %d of key %s is already published at %s; not compiling it again", rank, key, store.location)
+    else:
+        versions = installed_versions(profile.recorded_distributions)
+        build, kwargs = _prepare_build(contract, env, rank, compile_fn)
+        result = store.publish_rank(
+            key, rank, build, lambda: artifacts.build_rank_manifest(key, spec, versions, kwargs, rank), profile
+        )
+        log.info("rank %d of key %s %s at %s", rank, key, result, store.location)
+    if rank != 0:
+        return 0
+    timeout = _float_env(env, constants.ENV_COMPILE_GROUP_TIMEOUT, constants.DEFAULT_COMPILE_GROUP_TIMEOUT_SECONDS)
+    manifests = artifacts.wait_for_ranks(store, key, spec.world_size, timeout)
+    store.publish_group(key, artifacts.build_group_manifest(key, spec, manifests))
+    log.info("all %d ranks of key %s are published; group manifest written at %s", spec.world_size, key, store.location)
+    return 0
+
+
+def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError(f"{name} must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise SpecError(f"{name} must be positive, got {text!r}")
+    return value
+
+
+def _prepare_build(contract: Contract, env: Mapping[str, str], rank: int, compile_fn: CompileFn):
+    """Fetch the model, adapters and draft, compute the NeuronConfig for ``rank``; returns (build, kwargs)."""
+    spec, profile = contract.spec, contract.profile
     model_path = model_source.materialize(spec.model_uri, spec.model_revision, include_weights=True, env=env)
     for adapter in sorted_adapters(spec):
         # NxDI reads adapter_config.json and weights while building LoraServingConfig (NX3 lora_serving/config.py).
@@ -177,7 +258,7 @@ def run_compile(
         else None
     )
     model_config = read_model_config(model_path)
-    plan = compile_plan(contract, env, model_config)
+    plan = compile_plan(contract, env, model_config, rank)
     kwargs = plan["neuron_config"]
     log.info("NeuronConfig kwargs: %s", json.dumps(kwargs, sort_keys=True))
     os.environ.update(compile_env(spec, profile))  # NxDI reads os.environ, not our env mapping
@@ -191,10 +272,4 @@ def run_compile(
             log.exception("NxDI compile failed")
             raise CompileError(f"NxDI compile failed: {type(e).__name__}: {e}") from e
 
-    versions = installed_versions(profile.recorded_distributions)
-    result = store.publish(key, build, lambda: artifacts.build_manifest(key, spec, versions, kwargs), profile)
-    if result == artifacts.CACHE_HIT:
-        log.info("artifact cache hit: %s already holds key %s; nothing to compile", store.location, key)
-    else:
-        log.info("artifacts for key %s %s at %s", key, result, store.location)
-    return 0
+    return build, kwargs

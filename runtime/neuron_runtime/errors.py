@@ -37,3 +37,23 @@ class ModelSourceError(RuntimeFailure):
     """A model, adapter or draft model could not be made available locally."""
 
     exit_code = constants.EXIT_FAILURE
+
+
+class RendezvousTimeout(RuntimeFailure):
+    """A multi-node group did not form in time (names did not resolve, the leader never listened, workers missing)."""
+
+    exit_code = constants.EXIT_RENDEZVOUS_TIMEOUT
+
+
+class PeerLost(RuntimeFailure):
+    """A formed multi-node group lost a member; the whole group must restart."""
+
+    exit_code = constants.EXIT_PEER_LOST
+
+
+class Terminated(RuntimeFailure):
+    """SIGTERM/SIGINT arrived before the engine ran (e.g. the pod was deleted during the rendezvous)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum} before the engine started")
+        self.exit_code = 128 + signum

@@ -188,11 +188,13 @@ def build_neuron_config_kwargs(
     model_config: Optional[Mapping[str, Any]] = None,
     model_cache: str = constants.DEFAULT_MODEL_CACHE,
     pvc_root: str = constants.PVC_MOUNT_ROOT,
+    rank: int = 0,
 ) -> Dict[str, Any]:
     """NeuronConfig kwargs for ``spec``: vLLM's defaults, our artifact settings, then the user's overrides.
 
     ``model_config`` is the model's HF config.json (only needed to resolve dtype "auto"; without it torch_dtype
-    is None). ``model_cache``/``pvc_root`` locate LoRA adapters exactly where serve will find them.
+    is None). ``model_cache``/``pvc_root`` locate LoRA adapters exactly where serve will find them. ``rank`` is the
+    node a multi-node compile is for (0 for single node): it only moves ``start_rank_id``.
     """
     if profile.neuron_config_rules != RULES_VLLM_0_7_2:
         raise SpecError(f"stack {profile.id} uses NeuronConfig rules {profile.neuron_config_rules!r}, not implemented")
@@ -213,16 +215,10 @@ def build_neuron_config_kwargs(
     kwargs["save_sharded_checkpoint"] = True
     # NX3 models/config.py: the NEURON_LOGICAL_NC_CONFIG env var wins over this kwarg; compile sets both.
     kwargs["logical_nc_config"] = spec.lnc
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < spec.world_size:
+        raise SpecError(f"rank {rank!r} is outside 0..{spec.world_size - 1} (world_size {spec.world_size})")
     if spec.world_size > 1:
-        # NxDI multi-node semantics (NX3 examples/multi_node.md: --tp-degree 64 --local_ranks_size 32 on two
-        # trn1 nodes; NX3 models/config.py world_size defaults to tp*pp*ep): tp_degree and world_size count ranks
-        # across all nodes, local_ranks_size the ranks of one node; each node loads with its own start_rank_id
-        # (a load-time override, see serve_override_neuron_config). UNVERIFIED without hardware: the F23 launcher
-        # (examples/neuron/multi_node/launch_script.py) instead passes tp_degree=local_ranks_size plus a separate
-        # world_size; which of the two the 2.23 runtime really needs must be confirmed on two nodes.
-        kwargs["world_size"] = spec.tp_degree
-        kwargs["local_ranks_size"] = spec.local_tp
-        kwargs["start_rank_id"] = 0
+        kwargs.update(multi_node_rank_keys(spec, rank))
 
     flags = speculation_flags(spec)
     owned_keys = set(profile.spec_owned_keys) | set(flags)
@@ -239,6 +235,31 @@ def build_neuron_config_kwargs(
     kwargs.update(flags)
     kwargs.update(overrides)
     return kwargs
+
+
+def multi_node_rank_keys(spec: CompileSpec, rank: int) -> Dict[str, int]:
+    """NeuronConfig keys that place node ``rank`` in a model spread over ``spec.world_size`` nodes.
+
+    NxDI semantics, which this runtime follows: ``tp_degree`` and ``world_size`` count NeuronCore ranks across
+    ALL nodes, ``local_ranks_size`` the ranks of one node, ``start_rank_id`` the node's first global rank:
+      - NX3 examples/multi_node.md: two trn1 nodes run ``--tp-degree 64 --local_ranks_size 32`` with
+        ``--start_rank_id 0`` / ``32`` ("start_rank_id ... multiple of local_ranks_size"), each node compiling into
+        its own --compiled-model-path;
+      - NX3 src/neuronx_distributed_inference/models/config.py: world_size defaults to tp*pp*ep, local_ranks_size to
+        world_size, start_rank_id to 0; inference_demo.py sets start_rank_id = node_rank * local_ranks_size;
+      - NX3 models/application_base.py: get_builder passes all four to neuronx-distributed's ModelBuilder,
+        load_weights reads weights/tp{r}_sharded_checkpoint for r in start_rank_id .. +local_ranks_size-1;
+      - neuronx-distributed 0.12 (aws-neuron/neuronx-distributed e834945, "Release 2.23.0")
+        trace/model_builder.py: tracing runs parallel_state.initialize_model_parallel(tp_degree) inside a mock
+        world of world_size ranks, and shard_checkpoint writes only the local ranks' shards.
+    DISAGREEMENT: the fork's launcher (F23 examples/neuron/multi_node/launch_script.py make_override_config)
+    passes ``tp_degree=local_ranks_size`` plus a separate ``world_size=--world-size``. Under the ModelBuilder above
+    that is tensor parallelism of one node's size inside a larger world (i.e. the model replicated per node, not
+    split across nodes), which cannot be what a 405B model on two trn1 nodes needs; we follow NxDI. UNVERIFIED
+    without hardware: which of the two the Neuron 2.23 runtime really executes correctly across nodes.
+    """
+    local = spec.local_tp
+    return {"world_size": spec.tp_degree, "local_ranks_size": local, "start_rank_id": rank * local}
 
 
 def draft_neuron_config_updates(target_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
@@ -268,7 +289,11 @@ def serve_override_neuron_config(spec: CompileSpec, role: NodeRole = SINGLE_NODE
     out: Dict[str, Any] = {k: v for k, v in spec.override_neuron_config.items() if k in USER_LOAD_TIME_KEYS}
     out.update(speculation_flags(spec))
     if role.is_multi_node:
-        # Seam for multi-node: each node loads its own slice of the ranks (NX3 application_base.load_weights).
-        out["local_ranks_size"] = spec.local_tp
-        out["start_rank_id"] = role.rank * spec.local_tp
+        # Each node loads its own slice of the ranks: F23 setattr()s these on the loaded neuron_config before
+        # model.load() (F23 neuronx_distributed.py NeuronCausalLM.load_weights), and NX3 load_weights falls back to
+        # neuron_config.start_rank_id/local_ranks_size (application_base.py). tp_degree and world_size are NOT
+        # overridden, unlike the fork's launcher: they come from the compiled artifact (see multi_node_rank_keys).
+        keys = multi_node_rank_keys(spec, role.rank)
+        out["local_ranks_size"] = keys["local_ranks_size"]
+        out["start_rank_id"] = keys["start_rank_id"]
     return out

@@ -47,6 +47,29 @@ class ServerFlags:
 
 
 @dataclass(frozen=True)
+class MultiNodeSettings:
+    """What one stack needs to run one NxDI model across several nodes (one process per node)."""
+
+    # Env read by torch.distributed env:// (MASTER_ADDR/MASTER_PORT), by the Neuron runtime (root communicator)
+    # and by whatever consumes the per-node TP size.
+    env_master_addr: str
+    env_master_port: str
+    default_master_port: int
+    env_root_comm_id: str
+    default_root_comm_port: int
+    env_local_tp: str
+    # Set only when the pod does not set them already (a pod-level value wins).
+    fabric_env: Tuple[Tuple[str, str], ...]
+    # Prepended to LD_LIBRARY_PATH when missing (Neuron runtime and EFA libfabric).
+    library_dirs: Tuple[str, ...]
+    # The module that runs ranks > 0 (this package ships it: the fork's worker.py is not in the vllm package).
+    worker_module: str
+    # override_neuron_config keys that select a node's slice of the ranks at load time (NX3 load_weights).
+    override_start_rank: str
+    override_local_ranks: str
+
+
+@dataclass(frozen=True)
 class StackProfile:
     id: str
     # Selects the NeuronConfig default rules in neuron_config.py that this stack's vLLM applies.
@@ -86,6 +109,8 @@ class StackProfile:
     neuron_config_file: str
     compiled_model_file: str
     sharded_weights_file: str  # relative path, formatted with rank=
+    # --- multi-node (None: this stack cannot serve one model across nodes) ---
+    multi_node: Optional[MultiNodeSettings] = None
 
 
 NEURON_2_23_VLLM_0_7_2 = StackProfile(
@@ -201,6 +226,27 @@ NEURON_2_23_VLLM_0_7_2 = StackProfile(
     neuron_config_file="neuron_config.json",
     compiled_model_file="model.pt",
     sharded_weights_file="weights/tp{rank}_sharded_checkpoint.safetensors",
+    multi_node=MultiNodeSettings(
+        # F23 vllm/worker/neuron_worker.py: with ENABLE_NEURON_MULTI_NODE=true the worker takes its rank from
+        # NEURON_RANK_ID, the gloo world size from WORLD_SIZE (nodes) and uses distributed_init_method "env://",
+        # so torch.distributed reads MASTER_ADDR/MASTER_PORT. 29500 is torch's customary port (any free port works).
+        env_master_addr="MASTER_ADDR",
+        env_master_port="MASTER_PORT",
+        default_master_port=29500,
+        # F23 examples/neuron/multi_node/launch_script.py: NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 and
+        # NEURON_LOCAL_TP=<local_ranks_size> (no reader of NEURON_LOCAL_TP in the fork or NxDI; presumably the
+        # Neuron runtime: unverified).
+        env_root_comm_id="NEURON_RT_ROOT_COMM_ID",
+        default_root_comm_port=63423,
+        env_local_tp="NEURON_LOCAL_TP",
+        # F23 examples/neuron/multi_node/multi_node_launcher.sh (mpirun -x ...); NX3
+        # scripts/nxdi_distributed_launcher.py forces the same three.
+        fabric_env=(("FI_PROVIDER", "efa"), ("FI_EFA_USE_DEVICE_RDMA", "1"), ("FI_EFA_FORK_SAFE", "1")),
+        library_dirs=("/opt/aws/neuron/lib", "/opt/amazon/efa/lib"),  # multi_node_launcher.sh LD_LIBRARY_PATH
+        worker_module="neuron_runtime.multinode_worker",
+        override_start_rank="start_rank_id",
+        override_local_ranks="local_ranks_size",
+    ),
 )
 
 PROFILES: Mapping[str, StackProfile] = MappingProxyType({NEURON_2_23_VLLM_0_7_2.id: NEURON_2_23_VLLM_0_7_2})

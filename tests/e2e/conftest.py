@@ -109,7 +109,9 @@ def operator(cluster, crds):
            "NEURON_OPERATOR_WATCH_TIMEOUT": "60"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "neuron_operator.cli", "run", "--all-namespaces", "--standalone",
+            # Tests run in t-* namespaces; iso-* namespaces belong to operators a test starts itself (e.g. as the
+            # chart's ServiceAccount), which must not be helped by this one.
+            [sys.executable, "-m", "neuron_operator.cli", "run", "--namespace=t-*", "--standalone",
              f"--liveness=http://127.0.0.1:{health_port}/healthz"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
