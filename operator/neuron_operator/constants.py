@@ -26,15 +26,22 @@ COMPONENT_COMPILE = "compile"
 
 LABEL_SERVICE = f"{API_GROUP}/service"  # the owning NeuronInferenceService (serving children only)
 LABEL_ARTIFACT_KEY = f"{API_GROUP}/artifact-key"  # compile key of the artifact a pod/Job uses or makes
-LABEL_ROLE = f"{API_GROUP}/role"  # leader | worker (multi-node)
-ROLE_LEADER = "leader"
-ROLE_WORKER = "worker"
+LABEL_GROUP = f"{API_GROUP}/group"  # multi-node: "<service>-g<index>", one StatefulSet per replica group
+LABEL_GROUP_INDEX = f"{API_GROUP}/group-index"
+# Set on StatefulSet pods by Kubernetes itself (PodIndexLabel, GA in 1.32): the rank, and "0" marks the leader.
+LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
+LEADER_POD_INDEX = "0"
 
 # --- annotations -----------------------------------------------------------------------------------
 # The compile spec a serving workload runs with: lets a later pass rebuild it for the *old* artifact while a
 # new one compiles (non-compile changes such as replicas still apply during a recompile).
 ANNOTATION_COMPILE_SPEC = f"{API_GROUP}/compile-spec"
 ANNOTATION_ARTIFACT_LOCATION = f"{API_GROUP}/artifact-location"
+# Multi-node gang bookkeeping on each group StatefulSet: the pod uids of the last complete group, how often the
+# operator recreated the group and when (for backoff).
+ANNOTATION_GROUP_MEMBERS = f"{API_GROUP}/group-members"
+ANNOTATION_GROUP_RESTARTS = f"{API_GROUP}/group-restarts"
+ANNOTATION_GROUP_RESTARTED_AT = f"{API_GROUP}/group-restarted-at"
 # kopf's bookkeeping, kept out of the public status and under our prefix.
 KOPF_PREFIX = f"kopf.{API_GROUP}"
 
@@ -50,6 +57,27 @@ ENV_HF_TOKEN = "HF_TOKEN"
 ENV_NEURON_COMPILED_ARTIFACTS = "NEURON_COMPILED_ARTIFACTS"
 ENV_VLLM_NEURON_FRAMEWORK = "VLLM_NEURON_FRAMEWORK"
 VLLM_NEURON_FRAMEWORK_NXDI = "neuronx-distributed-inference"
+# Multi-node contract with neuron-runtime (runtime/neuron_runtime/constants.py) ...
+ENV_RANK = "NEURON_OPERATOR_RANK"
+ENV_WORLD_SIZE = "NEURON_OPERATOR_WORLD_SIZE"
+ENV_GROUP_INDEX = "NEURON_OPERATOR_GROUP_INDEX"
+ENV_LEADER_ADDRESS = "NEURON_OPERATOR_LEADER_ADDRESS"
+ENV_PEER_ADDRESSES = "NEURON_OPERATOR_PEER_ADDRESSES"
+ENV_RENDEZVOUS_TIMEOUT = "NEURON_OPERATOR_RENDEZVOUS_TIMEOUT"
+# ... and the pinned fork's own multi-node settings (F23 examples/neuron/multi_node/launch_script.py and
+# multi_node_launcher.sh; vllm/worker/neuron_worker.py reads ENABLE_NEURON_MULTI_NODE, NEURON_RANK_ID, WORLD_SIZE).
+NEURON_MULTI_NODE_ENV_FLAG = "ENABLE_NEURON_MULTI_NODE"
+ENV_NEURON_RANK_ID = "NEURON_RANK_ID"
+ENV_NEURON_WORLD_SIZE = "WORLD_SIZE"
+ENV_MASTER_ADDR = "MASTER_ADDR"
+ENV_MASTER_PORT = "MASTER_PORT"
+ENV_NEURON_RT_ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
+ENV_NEURON_LOCAL_TP = "NEURON_LOCAL_TP"
+MASTER_PORT = 29500  # torch.distributed gloo rendezvous (env://) used by the fork's NeuronWorker
+NEURON_RT_ROOT_COMM_PORT = 63423  # the fork's launch_script.py uses <master>:63423
+RENDEZVOUS_PORT = 29400  # neuron-runtime's own leader/worker liveness listener
+DEFAULT_RENDEZVOUS_TIMEOUT_SECONDS = 600
+EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "FI_EFA_FORK_SAFE": "1"}
 ENV_POD_NAME = "POD_NAME"
 ENV_POD_NAMESPACE = "POD_NAMESPACE"
 

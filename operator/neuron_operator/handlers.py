@@ -70,6 +70,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         if result.compile_started:
             metrics.COMPILE_JOBS.labels(outcome="created").inc()
         _state["phases"][key] = result.phase
+        if result.requeue_after:
+            _state["queue"].enqueue(key, delay=result.requeue_after)
 
     _state["reconciler"] = reconciler
     queue = WorkQueue(run_pass, workers=int(os.environ.get("NEURON_OPERATOR_WORKERS", "4")))
@@ -160,6 +162,14 @@ def service_child_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: 
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
 def pdb_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
     _child_event("PodDisruptionBudget", type, body)
+
+
+@kopf.on.event("", "v1", "pods", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_COMPONENT: C.COMPONENT_SERVING})
+def serving_pod_event(body: kopf.Body, **_: Any) -> None:
+    # Serving pods are owned by ReplicaSets/StatefulSets, so the service is found by label. Pod events drive the
+    # multi-node gang checks (a member restarted, failed or was replaced) without waiting for a resync.
+    labels = body.get("metadata", {}).get("labels") or {}
+    _enqueue(body.get("metadata", {}).get("namespace"), labels.get(C.LABEL_SERVICE))
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})

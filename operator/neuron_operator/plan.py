@@ -90,6 +90,10 @@ class ServicePlan:
 
     @property
     def devices_per_pod(self) -> int:
+        # A multi-node rank owns its whole node: collectives span every device, and no other pod may share
+        # the node's EFA/NeuronLink bandwidth (the AWS multi-node samples request all 16 devices).
+        if self.multi_node:
+            return self.instance.devices
         return self.instance.devices_for_tp(self.tp_per_node)
 
     @property

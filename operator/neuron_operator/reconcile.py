@@ -34,6 +34,7 @@ from .naming import compile_job_name, serving_name
 from .observe import observe_compile, observe_deployment, serving_compile_spec, serving_instance_type
 from .plan import ArtifactStore, ServicePlan, plan_for
 from .validation import Problem, validate
+from .groups import groups_of, observe_groups, reconcile_groups
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class PassResult:
     applied: list[str] = field(default_factory=list)
     phase: Optional[str] = None
     compile_started: bool = False
+    requeue_after: Optional[float] = None  # e.g. a group waiting out its restart backoff
 
 
 def utc_now() -> str:
@@ -92,6 +94,7 @@ class Reconciler:
         deployment = self.client.get("apps/v1", "Deployment", namespace, serving_name(name))
         if deployment is not None and not _owned_by(deployment, meta["uid"]):
             deployment = None  # someone else's object with our name: never adopt it silently
+        groups = groups_of(self.client, namespace, name, meta["uid"])
 
         try:
             spec = parse_spec(obj.get("spec"))
@@ -99,7 +102,7 @@ class Reconciler:
         except InvalidSpecError as err:
             spec, problems = None, [Problem("spec", Reason.INVALID_SPEC, m) for m in err.messages]
         if problems:
-            return self._stalled(obj, problems, deployment, spec.replicas if spec else 0)
+            return self._stalled(obj, problems, deployment, groups, spec.replicas if spec else 0)
 
         plan = plan_for(name, namespace, meta["uid"], spec, self.catalog, self.config)
         result = PassResult()
@@ -110,12 +113,23 @@ class Reconciler:
             events.emit(self.client, obj, events.NORMAL, "CompileStarted",
                         f"compile Job {job_name} started for artifact {plan.key} ({plan.store.artifact_location(plan.key)})")
 
-        serving_plan = self._serving_plan(plan, compile_obs.state == JOB_SUCCEEDED, deployment)
-        if serving_plan is not None:
+        current = deployment if deployment is not None else groups.get(0)
+        serving_plan = self._serving_plan(plan, compile_obs.state == JOB_SUCCEEDED, current)
+        if serving_plan is None:
+            serving_obs = (observe_groups(self.client, namespace, name, groups, plan.nodes_per_replica, plan.key)
+                           if groups else observe_deployment(self.client, deployment))
+        elif serving_plan.multi_node:
+            if deployment is not None:  # switched from single- to multi-node: free the devices first
+                self.client.delete("apps/v1", "Deployment", namespace, deployment["metadata"]["name"])
+            serving_obs = reconcile_groups(self, serving_plan, groups, obj, result)
+        else:
+            for sts in groups.values():  # switched from multi- to single-node
+                self.client.delete("apps/v1", "StatefulSet", namespace, sts["metadata"]["name"])
             deployment = self._apply(build_serving_deployment(serving_plan), result, live=deployment)
+            serving_obs = observe_deployment(self.client, deployment)
+        if serving_plan is not None:
             self._apply(build_service(serving_plan), result)
             self._apply(build_pod_disruption_budget(serving_plan), result)
-        serving_obs = observe_deployment(self.client, deployment)
 
         inputs = StatusInputs(
             generation=int(meta.get("generation") or 0),
@@ -132,13 +146,20 @@ class Reconciler:
         return result
 
     # --- pieces --------------------------------------------------------------------------------------
-    def _stalled(self, obj: dict, problems: list[Problem], deployment: Optional[dict], replicas: int) -> PassResult:
+    def _stalled(self, obj: dict, problems: list[Problem], deployment: Optional[dict], groups: dict[int, dict],
+                 replicas: int) -> PassResult:
         """Invalid spec: create nothing new, leave whatever already serves untouched, say what to change."""
         result = PassResult()
-        inputs = StatusInputs(generation=int(obj["metadata"].get("generation") or 0), replicas=replicas,
-                              problems=problems, serving=observe_deployment(self.client, deployment))
+        meta = obj["metadata"]
+        if groups:
+            size = int(groups[min(groups)]["spec"].get("replicas") or 1)
+            serving = observe_groups(self.client, meta["namespace"], meta["name"], groups, size, None)
+        else:
+            serving = observe_deployment(self.client, deployment)
+        inputs = StatusInputs(generation=int(meta.get("generation") or 0), replicas=replicas,
+                              problems=problems, serving=serving)
         previous = obj.get("status") or {}
-        if deployment is not None:
+        if deployment is not None or groups:
             inputs.endpoint = previous.get("endpoint")
             inputs.selector = previous.get("selector")
         self._write_status(obj, inputs, result)

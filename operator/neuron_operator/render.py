@@ -13,6 +13,7 @@ import yaml
 from . import constants as C
 from .api.spec import InvalidSpecError, parse_spec
 from .builders import build_compile_job, build_pod_disruption_budget, build_service, build_serving_deployment
+from .builders.multinode import build_group_statefulset, build_headless_service
 from .catalog import Catalog
 from .config import OperatorConfig
 from .plan import plan_for
@@ -44,8 +45,11 @@ def render_children(resource: dict[str, Any], catalog: Catalog, config: Operator
     if problems:
         raise RenderError(f"{name}: " + "; ".join(p.message for p in problems))
     plan = plan_for(name, meta.get("namespace") or namespace, meta.get("uid") or PLACEHOLDER_UID, spec, catalog, config)
-    return [build_compile_job(plan), build_serving_deployment(plan), build_service(plan),
-            build_pod_disruption_budget(plan)]
+    if plan.multi_node:
+        workloads = [build_headless_service(plan)] + [build_group_statefulset(plan, g) for g in range(plan.replicas)]
+    else:
+        workloads = [build_serving_deployment(plan)]
+    return [build_compile_job(plan), *workloads, build_service(plan), build_pod_disruption_budget(plan)]
 
 
 def render_documents(documents: Iterable[Any], catalog: Catalog, config: OperatorConfig,

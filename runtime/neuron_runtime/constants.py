@@ -57,6 +57,7 @@ ENV_TEST_BIND_HOST = "NEURON_RUNTIME_TEST_BIND_HOST"  # bind listeners to this a
 # "1": run neuron_runtime.fake_engine (a trivial HTTP server / sleeper) instead of vLLM; see that module.
 ENV_FAKE_ENGINE = "NEURON_RUNTIME_FAKE_ENGINE"
 ENV_FAKE_ENGINE_RECORD = "NEURON_RUNTIME_FAKE_ENGINE_RECORD"  # fake engine writes its argv + env here (JSON)
+ENV_FAKE_ENGINE_EXIT = "NEURON_RUNTIME_FAKE_ENGINE_EXIT"  # "<seconds>:<code>": the fake engine exits by itself
 
 # --- Default paths -----------------------------------------------------------------------------------------------
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath

@@ -213,7 +213,8 @@ class Link:
         self.sock = sock
         self.peer = peer
         self._buffer = b""
-        self._send_lock = threading.Lock()
+        # Re-entrant: a SIGTERM handler may abort() (send) while the main thread is inside send().
+        self._send_lock = threading.RLock()
         self.closed = threading.Event()
 
     def send(self, message: Mapping[str, object]) -> bool:
@@ -328,7 +329,7 @@ class LeaderRendezvous:
         self.world_size, self.group, self.key, self.peers = world_size, group, key, peers
         self.bind_host, self.port, self.timing = bind_host, port, timing
         self.failure = GroupFailure()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant for the same reason as Link._send_lock
         self._links: Dict[int, Link] = {}
         self._ready: set = set()
         self._formed = False
@@ -375,19 +376,24 @@ class LeaderRendezvous:
             with self._lock:
                 return [r for r in range(1, self.world_size) if r not in self._links]
 
+        def form() -> bool:
+            with self._lock:  # check and declare in one step: a worker dropping now must not be missed
+                if any(r not in self._links for r in range(1, self.world_size)):
+                    return False
+                self._formed = True
+                return True
+
         try:
             wait_until(
                 lambda: "workers to join: " + ", ".join(f"rank {r} ({self._name(r)})" for r in missing()),
-                lambda: not missing(),
+                form,
                 deadline,
                 hint="check that those pods run and reach this pod on the rendezvous port",
             )
         except RendezvousTimeout as e:
             self.abort(str(e))
             raise
-        with self._lock:
-            self._formed = True
-            links = list(self._links.values())
+        links = self._live_links()
         for link in links:
             link.send({"type": "formed"})
         log.info("group formed: %d workers connected; any member lost from now on restarts the group", len(links))
@@ -540,10 +546,10 @@ class WorkerRendezvous:
 
     def join(self, deadline: Deadline) -> None:
         """Connect (retrying), be admitted, wait for "formed"; reconnect if the leader goes away before that."""
-        state = {"status": "to accept rendezvous connections"}
+        state = {"what": lambda: f"leader {self.describe_leader()} to accept rendezvous connections"}
 
         def describe() -> str:
-            return f"leader {self.describe_leader()} {state['status']}"
+            return state["what"]()
 
         def attempt() -> bool:
             if self.link is not None:
@@ -557,13 +563,13 @@ class WorkerRendezvous:
                 self._dropped.clear()
             addresses = self.resolver(self.leader)
             if not addresses:
-                state["status"] = "to resolve again"
+                state["what"] = lambda: f"leader {self.leader} to resolve again"
                 return False
             self.leader_address = addresses[0]
             try:
                 sock = socket.create_connection((self.leader_address, self.port), timeout=2.0)
             except OSError:
-                state["status"] = "to accept rendezvous connections"
+                state["what"] = lambda: f"leader {self.describe_leader()} to accept rendezvous connections"
                 return False
             link = Link(sock, f"{self.leader_address}:{self.port}")
             link.send({"type": "hello", "rank": self.rank, "world_size": self.world_size,
@@ -572,18 +578,20 @@ class WorkerRendezvous:
                 answer = link.recv(HANDSHAKE_TIMEOUT_SECONDS)
             except LinkClosed as e:
                 link.close()
-                state["status"] = f"to answer the handshake (last: {e})"
+                error = str(e)  # "e" is unbound after the except block; the lambda runs later
+                state["what"] = lambda: f"leader {self.describe_leader()} to answer the handshake (last: {error})"
                 return False
             if answer.get("type") != "welcome":
                 link.close()
-                state["status"] = f"to admit this worker (last answer: {answer.get('reason') or answer})"
+                last = answer.get("reason") or answer
+                state["what"] = lambda: f"leader {self.describe_leader()} to admit this worker (last answer: {last})"
                 return False
             log.info("joined the leader %s; waiting for the rest of the group", self.describe_leader())
             self.link = link
             threading.Thread(target=self._read, args=(link,), name="rendezvous-read", daemon=True).start()
             _Pinger(lambda: [link] if not link.closed.is_set() else [], self.timing.heartbeat_interval,
                     self._stop).start()  # fmt: skip
-            state["status"] = "to report every worker (group not formed yet)"
+            state["what"] = lambda: f"the group to form (joined leader {self.describe_leader()})"
             return self._formed.is_set()
 
         try:
@@ -696,8 +704,6 @@ class HealthServer:
                     super().server_bind()
 
             server_cls = DualStack
-        server_cls.daemon_threads = True
-        server_cls.allow_reuse_address = True
         self.server = server_cls((host, port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="worker-health", daemon=True)
 

@@ -4,10 +4,13 @@
 artifacts (exit 3 instead of vLLM's silent in-pod recompile), make the model's config/tokenizer, LoRA adapters and
 draft model available locally, start the server as a child and forward signals to it.
 
-Why a child process and not ``os.execvpe``: multi-node serving will need this process to stay alive next to the
-server (rendezvous with peers before start, watch the group, tear the server down when a peer dies). Forwarding
-SIGTERM/SIGINT and exiting with the child's code keeps the pod's behaviour identical to exec today, and the child
-is reaped together with any orphans, which matters because this process is PID 1 in the container.
+Why a child process and not ``os.execvpe``: multi-node serving (multinode.py) keeps this process alive next to the
+engine (rendezvous with peers before start, watch the group, tear the engine down when a peer dies). Forwarding
+SIGTERM/SIGINT and exiting with the child's code keeps the pod's behaviour identical to exec, and the child is
+reaped together with any orphans, which matters because this process is PID 1 in the container.
+
+``spec.world_size > 1`` is handed to :func:`neuron_runtime.multinode.run_multinode_serve`, which reuses the pure
+builders below with the node's role.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Dict, List, Mapping, Optional, TextIO
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, TextIO
 
 from neuron_runtime import artifacts, constants, model_source
 from neuron_runtime.compile_spec import CompileSpec
@@ -34,20 +38,14 @@ log = logging.getLogger(__name__)
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _single_node_only(role: NodeRole) -> None:
-    if role.is_multi_node:
-        raise NotImplementedError("multi-node serving is not implemented yet (seam: topology.NodeRole)")
-
-
 def build_serve_env(
     base_env: Mapping[str, str],
     spec: CompileSpec,
     profile: StackProfile,
     artifact_dir: str,
-    role: NodeRole = SINGLE_NODE,
 ) -> Dict[str, str]:
-    """The server's environment: ``base_env`` plus the stack's Neuron/vLLM settings. Pure."""
-    _single_node_only(role)
+    """The single-node server's environment: ``base_env`` plus the stack's Neuron/vLLM settings. Pure.
+    (Multi-node: multinode.build_multinode_env starts from this and adds the node's multi-node settings.)"""
     env = dict(base_env)
     env[profile.env_framework] = profile.framework_nxdi  # never fall back to transformers-neuronx
     env[profile.env_compiled_artifacts] = artifact_dir
@@ -95,8 +93,11 @@ def build_server_argv(
     role: NodeRole = SINGLE_NODE,
     python: str = "python",
 ) -> List[str]:
-    """The OpenAI server command line for ``spec`` on ``profile``'s vLLM. Pure."""
-    _single_node_only(role)
+    """The OpenAI server command line for ``spec`` on ``profile``'s vLLM, for node ``role``. Pure.
+
+    Multi-node nodes get the same flags (``--tensor-parallel-size`` stays the total TP degree: the fork's Neuron
+    platform runs one process per node whatever it is, F23 vllm/platforms/neuron.py and vllm/config.py
+    ParallelConfig "uni"), plus their own start_rank_id/local_ranks_size in --override-neuron-config."""
     f = profile.flags
     clashes = sorted({a.split("=", 1)[0] for a in serve_config.extra_args} & _owned_flags(profile))
     if clashes:
@@ -159,6 +160,55 @@ def version_drift(profile: StackProfile, recorded: Mapping[str, Optional[str]], 
     ]
 
 
+@dataclass(frozen=True)
+class LocalModels:
+    model_path: str
+    adapter_paths: Dict[str, str]
+    draft_path: Optional[str]
+
+
+def planned_models(spec: CompileSpec, env: Mapping[str, str]) -> LocalModels:
+    """Where the model, adapters and draft will be on local disk (no I/O; for dry runs)."""
+    cache = model_source.model_cache_dir(env)
+    return LocalModels(
+        model_path=model_source.local_model_path(spec.model_uri, spec.model_revision, model_cache=cache),
+        adapter_paths={a.name: model_source.local_model_path(a.uri, model_cache=cache) for a in spec.lora_adapters},
+        draft_path=(
+            model_source.local_model_path(spec.speculative.model_uri, model_cache=cache) if spec.speculative else None
+        ),
+    )
+
+
+def materialize_models(spec: CompileSpec, manifest: Mapping[str, Any], env: Mapping[str, str]) -> LocalModels:
+    """Make the model's files, the adapters and the draft available locally for the artifact ``manifest``."""
+    # Self-contained artifacts only need config + tokenizer; shard-on-load artifacts re-read the HF weights from
+    # the same local path they were compiled from (NX3 application_base.load_weights).
+    with_weights = not (manifest.get("neuron_config") or {}).get("save_sharded_checkpoint", False)
+    return LocalModels(
+        model_path=model_source.materialize(
+            spec.model_uri, spec.model_revision, include_weights=with_weights, env=env
+        ),
+        adapter_paths={
+            a.name: model_source.materialize(a.uri, None, include_weights=True, env=env) for a in sorted_adapters(spec)
+        },
+        draft_path=(
+            model_source.materialize(spec.speculative.model_uri, None, include_weights=False, env=env)
+            if spec.speculative
+            else None
+        ),
+    )
+
+
+def check_version_drift(profile: StackProfile, manifest: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    if env.get(constants.ENV_SKIP_STACK_CHECK) == "1":
+        return
+    drift = version_drift(
+        profile, manifest.get("versions") or {}, installed_versions(list(profile.pinned_distributions))
+    )
+    if drift:
+        raise ArtifactError("artifacts were compiled by another Neuron stack: " + "; ".join(drift))
+
+
 def exit_code_from_status(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code  # killed by signal N -> 128+N, as a shell reports it
@@ -204,20 +254,15 @@ def run_serve(
 ) -> int:
     spec, key, profile = contract.spec, contract.key, contract.profile
     if spec.world_size > 1:
-        raise SpecError(
-            f"multi-node serving (world_size={spec.world_size}) is not implemented by this runtime yet; "
-            "use a single node per replica"
-        )
+        from neuron_runtime.multinode import run_multinode_serve
+
+        return run_multinode_serve(contract, env, dry_run=dry_run, out=out, s3_client=s3_client)
     serve_config = read_serve_config(env)
     cache = model_source.model_cache_dir(env)
     artifact_dir = serving_artifact_dir(contract, env)
 
     if dry_run:
-        adapter_paths = {a.name: model_source.local_model_path(a.uri, model_cache=cache) for a in spec.lora_adapters}
-        draft = (
-            model_source.local_model_path(spec.speculative.model_uri, model_cache=cache) if spec.speculative else None
-        )
-        model_path = model_source.local_model_path(spec.model_uri, spec.model_revision, model_cache=cache)
+        models = planned_models(spec, env)
         server_env = build_serve_env(env, spec, profile, artifact_dir)
         plan = {
             "command": "serve",
@@ -225,8 +270,8 @@ def run_serve(
             "stack": profile.id,
             "artifact": artifact_dir,
             "argv": build_server_argv(
-                spec, serve_config, profile, model_path=model_path, adapter_paths=adapter_paths,
-                draft_path=draft, python=sys.executable,
+                spec, serve_config, profile, model_path=models.model_path, adapter_paths=models.adapter_paths,
+                draft_path=models.draft_path, python=sys.executable,
             ),
             "env": env_diff(env, server_env),
             "neuron_config": build_neuron_config_kwargs(spec, profile, model_cache=cache),
@@ -240,29 +285,15 @@ def run_serve(
         log.info("copying artifacts for key %s from %s to %s", key, store.artifact_uri(key), artifact_dir)
         artifact_dir = store.fetch(key)
     manifest = artifacts.verify_artifact_dir(artifact_dir, key, spec, profile)
-    if env.get(constants.ENV_SKIP_STACK_CHECK) != "1":
-        drift = version_drift(
-            profile, manifest.get("versions") or {}, installed_versions(list(profile.pinned_distributions))
-        )
-        if drift:
-            raise ArtifactError("artifacts were compiled by another Neuron stack: " + "; ".join(drift))
-
-    # Self-contained artifacts only need config + tokenizer; shard-on-load artifacts re-read the HF weights from
-    # the same local path they were compiled from (NX3 application_base.load_weights).
-    with_weights = not (manifest.get("neuron_config") or {}).get("save_sharded_checkpoint", False)
-    model_path = model_source.materialize(spec.model_uri, spec.model_revision, include_weights=with_weights, env=env)
-    adapter_paths = {
-        a.name: model_source.materialize(a.uri, None, include_weights=True, env=env) for a in sorted_adapters(spec)
-    }
-    draft = (
-        model_source.materialize(spec.speculative.model_uri, None, include_weights=False, env=env)
-        if spec.speculative
-        else None
-    )
+    check_version_drift(profile, manifest, env)
+    models = materialize_models(spec, manifest, env)
     argv = build_server_argv(
-        spec, serve_config, profile, model_path=model_path, adapter_paths=adapter_paths, draft_path=draft,
-        python=sys.executable,
+        spec, serve_config, profile, model_path=models.model_path, adapter_paths=models.adapter_paths,
+        draft_path=models.draft_path, python=sys.executable,
     )  # fmt: skip
+    from neuron_runtime.multinode import engine_command  # TEST HOOK: the fake engine, only in test mode
+
+    argv = engine_command(argv, env, "leader", "", serve_config.port)
     server_env = build_serve_env(env, spec, profile, artifact_dir)
     log.info("starting server: %s", " ".join(argv))
     log.info("server env changes: %s", json.dumps(env_diff(env, server_env)["set"], sort_keys=True))

@@ -44,8 +44,11 @@ def metadata(plan: ServicePlan, name: str, component: str, extra_labels: dict[st
     }
 
 
-def runtime_env(plan: ServicePlan, *, serving: bool) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
+def runtime_env(plan: ServicePlan, *, serving: bool, leading: list[dict[str, Any]] | None = None
+                ) -> list[dict[str, Any]]:
+    """The runtime contract. ``leading`` entries (multi-node rank env) come first so later values can refer to
+    them with Kubernetes' $(VAR) expansion."""
+    env: list[dict[str, Any]] = list(leading or []) + [
         {"name": C.ENV_COMPILE_SPEC, "value": plan.compile_spec.to_json()},
         {"name": C.ENV_ARTIFACT_KEY, "value": plan.key},
         {"name": C.ENV_ARTIFACT_STORE, "value": plan.store.runtime_root},
@@ -55,7 +58,10 @@ def runtime_env(plan: ServicePlan, *, serving: bool) -> list[dict[str, Any]]:
         if plan.store.kind == "s3":
             env.append({"name": C.ENV_LOCAL_ARTIFACTS, "value": C.LOCAL_ARTIFACTS_DIR})
         local_root = C.ARTIFACT_STORE_MOUNT if plan.store.kind == "pvc" else C.LOCAL_ARTIFACTS_DIR
-        env.append({"name": C.ENV_NEURON_COMPILED_ARTIFACTS, "value": f"{local_root}/{plan.key}"})
+        artifacts = f"{local_root}/{plan.key}"
+        if plan.multi_node:  # each rank loads its own shard set (runtime/neuron_runtime: rank-<r> layout)
+            artifacts += f"/rank-$({C.ENV_NEURON_RANK_ID})"
+        env.append({"name": C.ENV_NEURON_COMPILED_ARTIFACTS, "value": artifacts})
         env.append({"name": C.ENV_VLLM_NEURON_FRAMEWORK, "value": C.VLLM_NEURON_FRAMEWORK_NXDI})
     if plan.token_secret:
         name, key = plan.token_secret

@@ -46,6 +46,18 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
             {"name": "model-cache", "emptyDir": {}},
         ],
     }
+    job_spec: dict[str, Any] = {
+        "backoffLimit": plan.compile_backoff_limit,
+        "activeDeadlineSeconds": plan.compile_active_deadline_seconds,
+    }
+    if plan.multi_node:
+        # One pod per rank, each on its own node of the target type, like the serving group: rank r (the
+        # completion index, env JOB_COMPLETION_INDEX) compiles/shards into <key>/rank-<r>/ (runtime contract).
+        job_spec.update(completionMode="Indexed", completions=plan.nodes_per_replica,
+                        parallelism=plan.nodes_per_replica)
+        pod_spec["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": name}},
+            "topologyKey": "kubernetes.io/hostname"}]}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -60,8 +72,7 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
             "ownerReferences": [common.owner_reference(plan, controller=False)],
         },
         "spec": {
-            "backoffLimit": plan.compile_backoff_limit,
-            "activeDeadlineSeconds": plan.compile_active_deadline_seconds,
+            **job_spec,
             "template": {
                 "metadata": {"labels": {**plan.pod_labels, **labels}, "annotations": dict(plan.pod_annotations)},
                 "spec": pod_spec,

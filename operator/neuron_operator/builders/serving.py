@@ -29,7 +29,8 @@ def probes(plan: ServicePlan) -> dict[str, Any]:
 
 
 def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None = None,
-                         extra_env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                         leading_env: list[dict[str, Any]] | None = None,
+                         affinity: dict[str, Any] | None = None) -> dict[str, Any]:
     labels = {
         **plan.pod_labels,
         **common.base_labels(plan, C.COMPONENT_SERVING),
@@ -46,7 +47,7 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
         "name": "engine",
         **common.image_fields(plan),
         "args": ["serve"],
-        "env": common.runtime_env(plan, serving=True) + list(extra_env or []),
+        "env": common.runtime_env(plan, serving=True, leading=leading_env),
         "ports": [{"name": C.HTTP_PORT_NAME, "containerPort": C.HTTP_PORT, "protocol": "TCP"}],
         "resources": resources,
         **probes(plan),
@@ -58,10 +59,13 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": common.container_security_context(),
     }
+    spec: dict[str, Any] = {**common.placement(plan)}
+    if affinity:
+        spec["affinity"] = affinity
     return {
         "metadata": {"labels": labels, "annotations": dict(plan.pod_annotations)},
         "spec": {
-            **common.placement(plan),
+            **spec,
             "containers": [container],
             # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
             "terminationGracePeriodSeconds": 60,
@@ -109,7 +113,7 @@ def build_serving_deployment(plan: ServicePlan) -> dict[str, Any]:
 def leader_selector(plan: ServicePlan) -> dict[str, str]:
     selector = common.serving_selector(plan)
     if plan.multi_node:
-        selector[C.LABEL_ROLE] = C.ROLE_LEADER  # only leaders run the OpenAI server
+        selector[C.LABEL_POD_INDEX] = C.LEADER_POD_INDEX  # only leaders (ordinal 0) run the OpenAI server
     return selector
 
 
@@ -133,8 +137,7 @@ def build_pod_disruption_budget(plan: ServicePlan) -> dict[str, Any]:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": common.metadata(plan, serving_name(plan.name), C.COMPONENT_SERVING, {C.LABEL_SERVICE: plan.name}),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": leader_selector(plan) if not plan.multi_node
-                                                    else common.serving_selector(plan)}},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": common.serving_selector(plan)}},
     }
 
 

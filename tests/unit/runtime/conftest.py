@@ -120,3 +120,51 @@ class FakeS3Client:
 @pytest.fixture
 def fake_s3():
     return FakeS3Client()
+
+
+def multi_node_kwargs(spec: CompileSpec, rank: int) -> dict:
+    """The NeuronConfig placement keys a rank's artifact carries (what compile writes for that rank)."""
+    local = spec.tp_degree // spec.world_size
+    return {
+        "tp_degree": spec.tp_degree,
+        "batch_size": spec.max_num_seqs,
+        "seq_len": spec.max_model_len,
+        "world_size": spec.tp_degree,
+        "local_ranks_size": local,
+        "start_rank_id": rank * local,
+        "save_sharded_checkpoint": True,
+    }
+
+
+def write_fake_rank_artifact(key_dir, spec: CompileSpec, rank: int, versions=None) -> str:
+    """What a multi-node compile pod publishes for ``rank``: NxDI output with that rank's weights + rank manifest."""
+    from neuron_runtime import artifacts
+
+    kwargs = multi_node_kwargs(spec, rank)
+    directory = os.path.join(str(key_dir), artifacts.rank_dir_name(rank))
+    os.makedirs(os.path.join(directory, "weights"), exist_ok=True)
+    with open(os.path.join(directory, "neuron_config.json"), "w") as f:
+        json.dump({"neuron_config": {k: v for k, v in kwargs.items() if k != "save_sharded_checkpoint"}}, f)
+    with open(os.path.join(directory, "model.pt"), "wb") as f:
+        f.write(b"traced")
+    start, local = kwargs["start_rank_id"], kwargs["local_ranks_size"]
+    for r in range(start, start + local):
+        with open(os.path.join(directory, "weights", f"tp{r}_sharded_checkpoint.safetensors"), "wb") as f:
+            f.write(b"w")
+    key = compile_key(spec)
+    artifacts.write_manifest(directory, artifacts.build_rank_manifest(key, spec, versions or {}, kwargs, rank))
+    return directory
+
+
+def write_fake_group_artifacts(store, spec: CompileSpec) -> str:
+    """A complete multi-node artifact in a local store: every rank dir plus rank 0's group manifest."""
+    from neuron_runtime import artifacts
+
+    key = compile_key(spec)
+    key_dir = os.path.join(str(store), key)
+    manifests = {}
+    for rank in range(spec.world_size):
+        write_fake_rank_artifact(key_dir, spec, rank)
+        manifests[rank] = artifacts.read_manifest(os.path.join(key_dir, artifacts.rank_dir_name(rank)))
+    artifacts.write_manifest(key_dir, artifacts.build_group_manifest(key, spec, manifests))
+    return key_dir

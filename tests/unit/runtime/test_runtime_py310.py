@@ -23,7 +23,7 @@ import neuron_runtime
 PACKAGE_DIR = Path(neuron_runtime.__file__).parent
 MODULES = sorted(PACKAGE_DIR.glob("*.py"))
 # Imported lazily, inside the functions that need them, and only in the runtime image.
-LAZY_IMPORTS = {"boto3", "huggingface_hub", "neuronx_distributed_inference", "transformers"}
+LAZY_IMPORTS = {"boto3", "huggingface_hub", "neuronx_distributed_inference", "transformers", "vllm"}
 # Standard-library names that first appeared in Python 3.11 or later.
 NEW_MODULES = {"tomllib", "wsgiref.types"}
 NEW_NAMES = {

@@ -154,12 +154,12 @@ def test_serve_env(make_spec, profile):
     assert build_serve_env({}, make_spec(), profile, "/a")["VLLM_RPC_TIMEOUT"] == "100000"
 
 
-def test_multi_node_is_a_seam_not_a_feature(make_spec, profile):
-    role = NodeRole(rank=1, world_size=2)
-    with pytest.raises(NotImplementedError):
-        build_serve_env({}, make_spec(), profile, "/a", role)
-    with pytest.raises(NotImplementedError):
-        argv_for(make_spec(), profile, role=role)
+def test_multi_node_argv_loads_the_nodes_slice(make_spec, profile):
+    # The seam is now the feature: same flags as a single node, total TP, plus the node's rank keys
+    # (multi-node details in test_runtime_multinode.py).
+    argv = argv_for(make_spec(tp_degree=64, world_size=2), profile, role=NodeRole(rank=1, world_size=2))
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "64"
+    assert json.loads(argv[argv.index("--override-neuron-config") + 1]) == {"local_ranks_size": 32, "start_rank_id": 32}
 
 
 def test_exit_code_from_status():
@@ -213,10 +213,10 @@ def test_serve_with_missing_model_pt_exits_3(
     assert "missing ['model.pt']" in termination_log.read_text()
 
 
-def test_serve_multi_node_spec_exits_2(monkeypatch, make_spec, contract_env, tmp_path, termination_log):
+def test_serve_multi_node_without_group_env_exits_2(monkeypatch, make_spec, contract_env, tmp_path, termination_log):
     env = contract_env(make_spec(tp_degree=64, world_size=2), tmp_path)
     assert run_cli(monkeypatch, env, "serve") == constants.EXIT_BAD_SPEC
-    assert "multi-node serving" in termination_log.read_text()
+    assert "NEURON_OPERATOR_WORLD_SIZE is not set" in termination_log.read_text()
 
 
 def test_serve_starts_server_on_verified_artifacts(
