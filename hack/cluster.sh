@@ -8,7 +8,8 @@
 #
 # State, logs and pid files live in $TESTENV_DIR (default .testenv/); kubeconfig: $TESTENV_DIR/kubeconfig.
 # Ports are configurable: TESTENV_ETCD_PORT, TESTENV_ETCD_PEER_PORT, TESTENV_APISERVER_PORT,
-# TESTENV_KCM_PORT, TESTENV_SCHEDULER_PORT. Nodes: TESTENV_NODES='trn1.32xlarge=2,...' (default: catalog).
+# TESTENV_KCM_PORT, TESTENV_SCHEDULER_PORT (keep them below 32768, Linux's ephemeral port range, or an outgoing
+# connection may hold one). Nodes: TESTENV_NODES='trn1.32xlarge=2,...' (default: catalog).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 D=${TESTENV_DIR:-$ROOT/.testenv}
@@ -83,9 +84,12 @@ start() { # name cmd...
   echo $! >"$D/$name.pid"
 }
 
-wait_for() { # description timeout-seconds command...
+wait_for() { # component timeout-seconds command...
   local what=$1 timeout=$2 start=$SECONDS; shift 2
   until "$@" >/dev/null 2>&1; do
+    if [ -f "$D/$what.pid" ] && ! alive "$what"; then
+      log "$what exited; last lines of $D/$what.log:"; tail -5 "$D/$what.log" >&2; return 1
+    fi
     if (( SECONDS - start > timeout )); then log "timed out waiting for $what"; return 1; fi
     sleep 0.5
   done

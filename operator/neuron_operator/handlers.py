@@ -149,8 +149,11 @@ def deployment_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A00
 
 def _child_event(kind: str, type_: str, body: kopf.Body) -> None:
     reconciler = _state.get("reconciler")
-    if type_ == "DELETED" and reconciler is not None:
-        reconciler.forget_child(kind, body["metadata"].get("namespace"), body["metadata"]["name"])
+    if reconciler is not None:
+        if type_ == "DELETED":
+            reconciler.forget_child(kind, body["metadata"].get("namespace"), body["metadata"]["name"])
+        else:
+            reconciler.observe_child(kind, dict(body))
     _enqueue_owners(body)
 
 
@@ -173,8 +176,8 @@ def serving_pod_event(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def statefulset_event(body: kopf.Body, **_: Any) -> None:
-    _enqueue_owners(body)
+def statefulset_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event("StatefulSet", type, body)
 
 
 _JOB_OUTCOMES = {"Complete": "succeeded", "Failed": "failed"}

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import constants as C
 from . import events
@@ -53,6 +53,7 @@ class PassResult:
     applied: list[str] = field(default_factory=list)
     phase: Optional[str] = None
     compile_started: bool = False
+    rejected: list[str] = field(default_factory=list)  # children the API server refused (422)
     requeue_after: Optional[float] = None  # e.g. a group waiting out its restart backoff
 
 
@@ -78,8 +79,8 @@ class Reconciler:
         self.config = config
         self.now = now
         self.clock = clock
-        # (kind, namespace, name) -> (hash of the manifest we applied, the object's generation, when)
-        self._applied: dict[tuple[str, str, str], tuple[str, Optional[int], float]] = {}
+        # (kind, namespace, name) -> (hash of the manifest we applied, the object's generation, when, manifest)
+        self._applied: dict[tuple[str, str, str], tuple[str, Optional[int], float, dict]] = {}
         self._applied_lock = threading.Lock()
         default_store = ArtifactStore.parse(config.default_artifact_store) if config.default_artifact_store else None
         self.defaults = _Defaults(artifacts=default_store)
@@ -134,6 +135,7 @@ class Reconciler:
         inputs = StatusInputs(
             generation=int(meta.get("generation") or 0),
             replicas=plan.replicas,
+            problems=[Problem("metadata.name", Reason.CHILD_REJECTED, m) for m in result.rejected],
             key=plan.key,
             artifact_location=plan.store.artifact_location(plan.key),
             stack=plan.compile_spec.stack,
@@ -216,17 +218,37 @@ class Reconciler:
         with self._applied_lock:
             cached = self._applied.get(key)
         if cached is not None:
-            cached_digest, cached_generation, applied_at = cached
+            cached_digest, cached_generation, applied_at, _ = cached
             live_generation = (live or {}).get("metadata", {}).get("generation")
             fresh = self.clock() - applied_at < REAPPLY_AFTER_SECONDS
             unchanged = live is None or live_generation == cached_generation
             if cached_digest == digest and fresh and unchanged and (live is not None or manifest["kind"] != "Deployment"):
                 return live
-        applied = self.client.apply(manifest)
+        try:
+            applied = self.client.apply(manifest)
+        except ApiError as err:
+            if err.status != 422:
+                raise
+            # The API server rejects our manifest merged with someone else's edit (e.g. a Service port added by
+            # hand under our port's name): report it instead of retrying forever, and go on with the rest.
+            result.rejected.append(f"{manifest['kind']} {meta['name']} was rejected by the API server: "
+                                   f"{err.message}. Revert the manual edit or delete {manifest['kind']} "
+                                   f"{meta['name']}; the operator recreates it")
+            return live
         result.applied.append(f"{manifest['kind']}/{meta['name']}")
         with self._applied_lock:
-            self._applied[key] = (digest, applied.get("metadata", {}).get("generation"), self.clock())
+            self._applied[key] = (digest, applied.get("metadata", {}).get("generation"), self.clock(), manifest)
         return applied
+
+    def observe_child(self, kind: str, live: dict) -> None:
+        """A watch event for one of our children: if it no longer contains what we applied (someone edited a
+        field we own), forget the cache entry so the next pass applies it again. Costs no API request."""
+        meta = live.get("metadata") or {}
+        key = (kind, meta.get("namespace"), meta.get("name"))
+        with self._applied_lock:
+            cached = self._applied.get(key)
+        if cached is not None and not contains(live, cached[3]):
+            self.forget_child(kind, meta.get("namespace"), meta.get("name"))
 
     def forget_child(self, kind: str, namespace: str, name: str) -> None:
         """A child was deleted (by anyone): the next pass must apply it again."""
@@ -276,6 +298,21 @@ class Reconciler:
         ready, prev_ready = cond(status, T.READY), cond(previous, T.READY)
         if ready[0] != prev_ready[0] and ready[0] == "True":
             events.emit(self.client, obj, events.NORMAL, "Ready", ready[2])
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether the live object still holds every field of the manifest we applied. Extra live fields (defaults,
+    status, other managers' fields) are fine; empty/false desired values match absent ones (the API server omits
+    them); numbers and quantities compare by their string form."""
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return not desired
+        return all(contains(live.get(k), v) if k in live else not v for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    if desired in (None, False, "", 0) and live in (None, False, "", 0):
+        return True
+    return live == desired or (live is not None and str(live) == str(desired))
 
 
 def _owner(plan: ServicePlan) -> dict:

@@ -21,8 +21,9 @@ log = logging.getLogger("neuron_runtime")
 
 EPILOG = (
     f"exit codes: {constants.EXIT_FAILURE} compile or runtime failure, {constants.EXIT_BAD_SPEC} bad spec / key "
-    f"mismatch / wrong stack, {constants.EXIT_ARTIFACT_INVALID} compiled artifacts missing or invalid; "
-    "serve otherwise exits with the server's code"
+    f"mismatch / wrong stack, {constants.EXIT_ARTIFACT_INVALID} compiled artifacts missing or invalid, "
+    f"{constants.EXIT_RENDEZVOUS_TIMEOUT} multi-node group did not form in time, {constants.EXIT_PEER_LOST} "
+    "multi-node group lost a member; serve otherwise exits with the server's code"
 )
 
 

@@ -8,7 +8,8 @@ real pod. ``python -m neuron_runtime.fake_engine --role leader|worker --host H -
   - leader: serves GET /health (200 "ok"), /metrics and /v1/models on H:P, like vLLM's OpenAI server would;
   - worker: just stays alive (the runtime itself serves the worker's /health);
   - exits 0 on SIGTERM/SIGINT, by itself after $NEURON_RUNTIME_FAKE_ENGINE_EXIT="<seconds>:<code>", and when its
-    parent (the runtime) is gone, so a test that SIGKILLs a runtime leaves no orphan behind.
+    parent (the runtime, --parent-pid) is gone, even if that happened before it started, so a test that SIGKILLs a
+    runtime leaves no orphan behind.
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--role", choices=("leader", "worker"), required=True)
     parser.add_argument("--host", default="")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit once this is no longer the parent")
     parser.add_argument("engine_argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     engine_argv = args.engine_argv[1:] if args.engine_argv[:1] == ["--"] else args.engine_argv
+    parent = args.parent_pid if args.parent_pid is not None else os.getppid()
+    if os.getppid() != parent:
+        return 0  # the runtime died while we were starting
 
     record = os.environ.get(constants.ENV_FAKE_ENGINE_RECORD)
     if record:
@@ -79,7 +84,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         seconds, _, code = exit_after.partition(":")
         deadline = time.monotonic() + float(seconds)
         result["code"] = int(code or 0)
-    parent = os.getppid()
     print(f"fake engine ({args.role}) running", file=sys.stderr, flush=True)
     while not stop.wait(0.2):
         if os.getppid() != parent:

@@ -255,7 +255,8 @@ def engine_command(argv: List[str], env: Mapping[str, str], role: str, host: str
     if not fake_engine_enabled(env):
         return argv
     log.warning("TEST MODE: running the fake engine instead of %s", " ".join(argv[:3]))
-    return [argv[0], "-m", FAKE_ENGINE_MODULE, "--role", role, "--host", host, "--port", str(port), "--", *argv]
+    return [argv[0], "-m", FAKE_ENGINE_MODULE, "--role", role, "--host", host, "--port", str(port),
+            "--parent-pid", str(os.getpid()), "--", *argv]  # fmt: skip
 
 
 def rendezvous_port(env: Mapping[str, str]) -> int:

@@ -103,7 +103,8 @@ def test_metrics_follow_a_service_to_ready(namespace, artifact_store, operator):
 
 def _snapshot(namespace: str, names: list[str]) -> dict[str, tuple[str, tuple]]:
     """resourceVersion and managedFields managers of each service and every child it has."""
-    objects = kubectl_json("get", "nis,deployments,services,pdb,jobs", "-n", namespace)["items"]
+    objects = kubectl_json("get", "nis,deployments,services,pdb,jobs", "-n", namespace,
+                           "--show-managed-fields")["items"]
     wanted = set(names)
     snap = {}
     for obj in objects:
@@ -114,7 +115,7 @@ def _snapshot(namespace: str, names: list[str]) -> dict[str, tuple[str, tuple]]:
         if obj["kind"] != "NeuronInferenceService" and not owners & wanted:
             continue
         managers = tuple(sorted((f.get("manager", ""), f.get("operation", ""), f.get("subresource", ""),
-                                 f.get("apiVersion", "")) for f in meta.get("managedFields") or []))
+                                 f.get("apiVersion", "")) for f in meta["managedFields"]))
         snap[f"{obj['kind']}/{meta['name']}"] = (meta["resourceVersion"], managers)
     return snap
 
@@ -171,6 +172,14 @@ def test_reapplying_an_unchanged_manifest_writes_nothing(namespace, artifact_sto
     before = _snapshot(namespace, names)
     assert {k.split("/")[0] for k in before} >= {"NeuronInferenceService", "Deployment", "Service",
                                                   "PodDisruptionBudget", "Job"}, before
+    for name in names:
+        meta = kubectl_json("get", "nis", name, "-n", namespace, "--show-managed-fields")["metadata"]
+        # The operator owns only the status: a GitOps tool never has to fight it over spec or metadata fields.
+        operator_entries = [f for f in meta["managedFields"] if f.get("manager") == "neuron-operator"]
+        assert operator_entries and all(f.get("subresource") == "status" for f in operator_entries), meta["managedFields"]
+        # And no kopf bookkeeping (finalizer, progress/diff-base annotations) that would show as a diff.
+        assert not meta.get("finalizers"), meta.get("finalizers")
+        assert not [k for k in meta.get("annotations") or {} if "kopf" in k], meta.get("annotations")
     metrics_before = scrape(port)
 
     # The GitOps tool syncs again with the same manifests.

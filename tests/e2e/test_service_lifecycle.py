@@ -146,3 +146,18 @@ def test_scale_subresource_and_cleanup(namespace, artifact_store):
     wait_until(children_gone, timeout=90, message="garbage collection of every child")
     # the artifact store (a cache) is untouched
     kubectl("get", "pvc", artifact_store, "-n", namespace)
+
+
+def test_manual_edits_to_children_are_reverted(namespace, artifact_store):
+    nis.apply(namespace, nis.service("drift"))
+    nis.wait_ready(namespace, "drift")
+    kubectl("label", "deployment", "drift", "-n", namespace, "app.kubernetes.io/name=someone-else",
+            "--overwrite")
+    kubectl("patch", "pdb", "drift", "-n", namespace, "--type=merge", "-p", '{"spec":{"maxUnavailable":5}}')
+    wait_until(lambda: nis.deployment(namespace, "drift")["metadata"]["labels"]["app.kubernetes.io/name"]
+               == "neuron-inference-service", timeout=60, message="Deployment label restored")
+    wait_until(lambda: kubectl_json("get", "pdb", "drift", "-n", namespace)["spec"]["maxUnavailable"] == 1,
+               timeout=60, message="PDB restored")
+    kubectl("delete", "service", "drift", "-n", namespace)
+    wait_until(lambda: kubectl("get", "service", "drift", "-n", namespace, check=False).returncode == 0,
+               timeout=60, message="Service recreated")

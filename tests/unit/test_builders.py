@@ -113,3 +113,35 @@ def test_render_matches_the_builders():
                             OperatorConfig(), "ml")
     kinds = [d["kind"] for d in yaml.safe_load_all(text)]
     assert kinds == ["Job", "Deployment", "Service", "PodDisruptionBudget"]
+
+
+def multinode_spec() -> dict:
+    return yaml.safe_load((ROOT / "examples" / "llama-405b-multinode.yaml").read_text())["spec"]
+
+
+def test_multinode_example_children_golden():
+    text = render_documents(yaml.safe_load_all((ROOT / "examples" / "llama-405b-multinode.yaml").read_text()),
+                            load_catalog(), OperatorConfig(), "ml")
+    check_golden("llama-405b-multinode-children.yaml", list(yaml.safe_load_all(text)))
+
+
+def test_multinode_ranks_share_one_leader_and_request_whole_nodes():
+    from neuron_operator.builders.multinode import build_group_statefulset
+
+    plan = plan_from(multinode_spec(), name="big")
+    sts = build_group_statefulset(plan, 1)
+    assert sts["metadata"]["name"] == "big-g1" and sts["spec"]["replicas"] == 4
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MASTER_ADDR"] == "big-g1-0.big-peers.ml.svc.cluster.local"
+    assert env["NEURON_OPERATOR_PEER_ADDRESSES"].split(",")[3] == "big-g1-3.big-peers.ml.svc.cluster.local"
+    assert env["NEURON_LOCAL_TP"] == "32" and env["WORLD_SIZE"] == "4"
+    names = [e["name"] for e in container["env"]]
+    # $(NEURON_RANK_ID) in NEURON_COMPILED_ARTIFACTS only expands if the rank is defined earlier
+    assert names.index("NEURON_RANK_ID") < names.index("NEURON_COMPILED_ARTIFACTS")
+    assert container["resources"]["limits"]["aws.amazon.com/neuron"] == "16"
+    assert container["resources"]["limits"]["vpc.amazonaws.com/efa"] == "8"
+    affinity = sts["spec"]["template"]["spec"]["affinity"]
+    assert affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == \
+        "eks.amazonaws.com/nodegroup"

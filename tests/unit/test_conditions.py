@@ -96,3 +96,16 @@ def test_scaled_to_zero_is_ready():
     s = compute_status(inputs(replicas=0, compile=CompileObservation("j", JOB_SUCCEEDED),
                               serving=serving(available=0, desired=0)), None, T0)
     assert conds(s)["Ready"] == ("True", "ScaledToZero") and s["phase"] == "Ready"
+
+
+def test_contains_ignores_server_defaults_but_sees_edits():
+    from neuron_operator.reconcile import contains
+
+    desired = {"spec": {"replicas": 2, "template": {"metadata": {"annotations": {}}},
+                        "ports": [{"port": 8000, "readOnly": False}], "cpu": "108"}}
+    live = {"spec": {"replicas": 2, "template": {"metadata": {"labels": {"x": "y"}}},
+                     "ports": [{"port": 8000, "protocol": "TCP"}], "cpu": 108}, "status": {"ready": 1}}
+    assert contains(live, desired)
+    assert not contains({**live, "spec": {**live["spec"], "replicas": 3}}, desired)
+    assert not contains({**live, "spec": {**live["spec"], "ports": [{"port": 9000}]}}, desired)
+    assert not contains({**live, "spec": {**live["spec"], "ports": [{"port": 8000}, {"port": 9000}]}}, desired)

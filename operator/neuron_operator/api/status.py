@@ -64,6 +64,7 @@ class Reason:
     INVALID_RESOURCES = "InvalidResources"
     INVALID_ARTIFACT_STORE = "InvalidArtifactStore"
     NO_ARTIFACT_STORE = "NoArtifactStore"
+    CHILD_REJECTED = "ChildRejected"  # the API server refused a child manifest (e.g. clashing manual edit)
 
     # Compiled
     COMPILE_PENDING = "CompilePending"  # Job created, not running yet

@@ -215,7 +215,7 @@ def test_fake_engine_only_in_test_mode():
     test_env = {"NEURON_RUNTIME_FAKE_ENGINE": "1", "NEURON_RUNTIME_TEST_MODE": "1"}
     assert multinode.engine_command(argv, test_env, "worker", "127.0.0.3", 8000) == [
         "python", "-m", "neuron_runtime.fake_engine", "--role", "worker", "--host", "127.0.0.3", "--port", "8000",
-        "--", *argv,
+        "--parent-pid", str(os.getpid()), "--", *argv,
     ]  # fmt: skip
 
 

@@ -93,6 +93,8 @@ class Member:
         return self.termination_path.read_text() if self.termination_path.exists() else ""
 
     def record(self) -> dict:
+        """What the fake engine recorded at its start (it may start a moment after /health turns 200)."""
+        wait_for(self.record_path.exists, 10, f"the engine record of rank {self.rank}")
         return json.loads(self.record_path.read_text())
 
     def health(self):
@@ -206,11 +208,46 @@ class Group:
                 member.proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
-        # fake engines exit when their runtime is gone; give them a moment, then make sure
-        for rank in self.members:
-            record = self.tmp / f"engine-{rank}.json"
-            if record.exists():
-                wait_for(lambda r=rank: http_status(self.addresses[r], self.http_port) is None, 10, "engines gone")
+        # Fake engines exit when their runtime is gone. Anything of this test still running after a grace period is
+        # an orphan: kill it (by pid) and fail, so a leak cannot go unnoticed.
+        end = time.monotonic() + 10
+        while self.leftovers() and time.monotonic() < end:
+            time.sleep(0.1)
+        leftovers = {pid: self.describe(pid) for pid in self.leftovers()}
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not leftovers, f"processes outlived their runtime: {leftovers}"
+
+    @staticmethod
+    def describe(pid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")[:300]
+        except OSError:
+            return "gone"
+        return f"state={status.get('State')} ppid={status.get('PPid')} cmd={cmdline}"
+
+    def leftovers(self):
+        """Pids of processes whose command line mentions this test's directory (engines started for it)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().decode(errors="replace")
+                with open(f"/proc/{entry}/stat") as f:
+                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                continue
+            if str(self.tmp) in cmdline and not zombie:
+                found.append(int(entry))
+        return found
 
 
 @pytest.fixture
@@ -273,10 +310,10 @@ def test_group_forms_on_python_3_10(group_factory):
     leader, worker = group.start_all(python=python310)
     group.wait_healthy()
     worker.wait_log("group formed")
+    assert worker.record()["argv"][0] == python310  # the engine is started with the runtime's own interpreter
     leader.kill()
     assert worker.wait_exit() == constants.EXIT_PEER_LOST
     assert "lost leader" in worker.termination()
-    assert worker.record()["argv"][0] == python310  # the engine is started with the runtime's own interpreter
 
 
 def test_workers_wait_with_log_lines_for_a_late_leader(group_factory):
