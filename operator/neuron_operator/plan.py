@@ -182,7 +182,7 @@ def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config
     token = spec.model.token_secret_ref
     serve_config = {
         "port": C.HTTP_PORT,
-        "served_model_name": served_model_name(name, spec.model.uri),
+        "served_model_name": spec.engine.served_model_name or served_model_name(name, spec.model.uri),
         "extra_args": [str(a) for a in spec.engine.extra_args],
         "enable_lora": bool(spec.lora_adapters),
         "max_loras": len(spec.lora_adapters) or None,

@@ -326,8 +326,11 @@ class LocalStore:
         try:
             _build_into(staging, build, make_manifest, profile)
             key_dir = os.path.join(self.root, key)
-            os.makedirs(key_dir, exist_ok=True)
-            os.chmod(key_dir, 0o755)
+            try:  # shared by the ranks: whoever creates it makes it readable for the serving pods
+                os.mkdir(key_dir)
+                os.chmod(key_dir, 0o755)
+            except FileExistsError:
+                pass
             final = self.rank_dir(key, rank)
             try:
                 os.rename(staging, final)

@@ -10,10 +10,14 @@ group manifest once every rank is published. This is NxDI's own manual multi-nod
 each node runs with its own --start_rank_id and its own --compiled-model-path): NxDI compile() pre-shards only the
 ranks start_rank_id .. start_rank_id+local_ranks_size-1 (NX3 application_base.shard_weights -> neuronx-distributed
 0.12 ModelBuilder.shard_checkpoint), so every rank dir is self-contained and a serving node downloads only its
-own slice of the weights. Reading neuronx-distributed 0.12 suggests model.pt itself does not depend on the node
-(SPMDModel(neff, metaneff, local_ranks_size, world_size); NxDModel.initialize takes the start rank at load), so
-one compile on rank 0 would also do; we still compile on every node because the graph is the same and the compiles
-run in parallel (no extra wall time), the sharding is split across nodes, and it is the flow NxDI documents.
+own slice of the weights.
+
+Could one compile on rank 0 serve every node? Reading neuronx-distributed 0.12 (aws-neuron/neuronx-distributed
+e834945 "Release 2.23.0") suggests model.pt does not depend on the node: trace/model_builder.py build_nxd_model
+wraps each NEFF as SPMDModel(neff, metaneff, local_ranks_size, world_size), and trace/spmd.py NxDModel.initialize
+takes the start rank as an argument at load (NX3 application_base.load_weights passes start_rank_id). We still
+compile on every node: the compiles run in parallel (no extra wall time), the slow weight sharding is split across
+nodes, every rank dir is loadable on its own, and it is the flow NxDI documents, not one inferred from its code.
 """
 
 from __future__ import annotations

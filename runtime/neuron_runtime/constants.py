@@ -45,8 +45,10 @@ ENV_SKIP_STACK_CHECK = "NEURON_RUNTIME_SKIP_STACK_CHECK"
 ENV_RENDEZVOUS_PORT = "NEURON_RUNTIME_RENDEZVOUS_PORT"  # default RENDEZVOUS_PORT
 ENV_HEARTBEAT_TIMEOUT = "NEURON_RUNTIME_HEARTBEAT_TIMEOUT"  # a peer silent this long is lost; default below
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
-ENV_COMPILE_GROUP_TIMEOUT = "NEURON_RUNTIME_COMPILE_GROUP_TIMEOUT"  # rank 0 waits this long for the other ranks
-DEFAULT_COMPILE_GROUP_TIMEOUT_SECONDS = 6 * 3600
+# How long rank 0 of a multi-node compile waits, after publishing its own rank, for the other ranks. Below the
+# operator's default compile Job deadline (4 h) so the pod ends with "ranks [..] never published", not a deadline.
+ENV_COMPILE_GROUP_TIMEOUT = "NEURON_RUNTIME_COMPILE_GROUP_TIMEOUT"
+DEFAULT_COMPILE_GROUP_TIMEOUT_SECONDS = 3 * 3600
 
 # --- TEST HOOKS: read only when ENV_TEST_MODE is "1". Never set any of these in a real pod. -----------------------
 ENV_TEST_MODE = "NEURON_RUNTIME_TEST_MODE"

@@ -68,7 +68,7 @@ def test_full_spec_round_trips_in_camel_case():
             "maxModelLen": 8192,
             "dtype": "float16",
             "overrideNeuronConfig": {"context_encoding_buckets": [1024, 8192], "skip_warmup": True},
-            "extraArgs": ["--served-model-name", "llama"],
+            "extraArgs": ["--max-log-len", "100"],
             "maxLoraRank": 16,
         },
         artifacts={"pvc": {"claimName": "neuron-artifacts", "subPath": "store"}},

@@ -116,7 +116,7 @@ def test_compile_spec_survives_the_json_trip_to_the_runtime():
         },
         {"runtime": {"nodeSelector": {"pool": "b"}, "tolerations": [{"operator": "Exists"}], "schedulerName": "s"}},
         {"runtime": {"startupTimeoutSeconds": 7200, "allowSurge": True, "serviceAccountName": "llm"}},
-        {"engine": {"extraArgs": ["--served-model-name", "llama", "--disable-log-requests"]}},
+        {"engine": {"extraArgs": ["--max-log-len", "100", "--disable-log-requests"]}},
         {
             "engine": {
                 "overrideNeuronConfig": {

@@ -355,7 +355,7 @@ def test_valid_specs_pass_every_rule():
         base(artifacts={"s3": {"uri": "s3://bucket/prefix"}}),
         base(loraAdapters=[{"name": "a", "uri": "hf://x/y"}]),
         base(speculativeDecoding={"draftModel": {"uri": "hf://x/d"}, "maxModelLen": 4096}),
-        base(engine={"extraArgs": ["--served-model-name", "llama", "--max-model-length-ish", "--portable"]}),
+        base(engine={"extraArgs": ["--max-log-len", "100", "--max-model-length-ish", "--portable"]}),
         base(runtime={"resources": {"requests": {"cpu": "8", "memory": "64Gi"}, "limits": {"memory": "64Gi"}}}),
     ]
     for sample in samples:
@@ -446,7 +446,7 @@ def test_cross_field_rules_reject_and_validation_agrees(raw, field, fragments):
 @pytest.mark.parametrize("form", ["separate", "equals"])
 def test_extra_args_rule_rejects_owned_flags(flag, form):
     args = [flag, "1"] if form == "separate" else [f"{flag}=1"]
-    raw = base(engine={"extraArgs": ["--served-model-name", "x", *args]})
+    raw = base(engine={"extraArgs": ["--max-log-len", "7", *args]})
     _expect_rejected(raw, "spec.engine.extraArgs", flag, OPERATOR_OWNED_ARGS[flag])
     problems = validate(parse_spec(raw), load_catalog(), NO_DEFAULTS)
     assert [p.field for p in problems] == ["spec.engine.extraArgs[2]"]

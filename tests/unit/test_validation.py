@@ -55,7 +55,7 @@ def only_problem(s, **kwargs) -> Problem:
         spec(loraAdapters=[{"name": "sql", "uri": "pvc://adapters/sql"}], engine={"maxLoraRank": 32}),
         spec(speculativeDecoding={"draftModel": {"uri": "hf://meta-llama/Llama-3.2-1B"}, "maxModelLen": 4096}),
         spec(model={"uri": "pvc://models/llama/3.1"}, artifacts={"s3": {"uri": "s3://bucket/neuron"}}),
-        spec(engine={"extraArgs": ["--served-model-name", "llama", "--disable-log-requests"]}),
+        spec(engine={"extraArgs": ["--max-log-len", "100", "--disable-log-requests"]}),
         spec(runtime={"resources": {"requests": {"cpu": "16", "memory": "128Gi"}}}),
     ],
 )

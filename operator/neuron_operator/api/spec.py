@@ -80,6 +80,8 @@ OPERATOR_OWNED_ARGS: dict[str, str] = {
     "--dtype": "spec.engine.dtype",
     "--override-neuron-config": "spec.engine.overrideNeuronConfig",
     "--port": "nothing: the operator fixes the serving port",
+    "--device": "nothing: always neuron",
+    "--served-model-name": "spec.engine.servedModelName",
     "--enable-lora": "spec.loraAdapters",
     "--lora-modules": "spec.loraAdapters",
     "--max-loras": "spec.loraAdapters",
@@ -292,11 +294,22 @@ class EngineSpec(SpecModel):
             "field instead."
         ),
     )
+    served_model_name: Union[str, None] = Field(
+        None,
+        description=(
+            "The model name clients send in OpenAI requests (vLLM --served-model-name). Default: the Hugging Face "
+            "id for hf:// models (e.g. meta-llama/Llama-3.1-8B-Instruct), else the service's name. Not a compile "
+            "input."
+        ),
+        min_length=1,
+        max_length=253,
+        pattern=r"^[^\s]+$",
+    )
     extra_args: list[ExtraArg] = Field(
         default_factory=list,
         description=(
-            "Extra command-line arguments appended to the vLLM OpenAI server (e.g. --served-model-name, "
-            "--disable-log-requests). Not compile inputs: changing them rolls the pods without recompiling. "
+            "Extra command-line arguments appended to the vLLM OpenAI server (e.g. --disable-log-requests, "
+            "--max-log-len=100). Not compile inputs: changing them rolls the pods without recompiling. "
             "Flags the operator derives from the spec are rejected: " + _join(OPERATOR_OWNED_ARGS) + "."
         ),
         max_length=MAX_EXTRA_ARGS,

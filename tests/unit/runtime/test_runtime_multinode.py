@@ -10,7 +10,7 @@ import logging
 import os
 
 import pytest
-from conftest import multi_node_kwargs, write_fake_group_artifacts, write_fake_rank_artifact
+from conftest import multi_node_kwargs, write_fake_group_artifacts
 
 from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, rendezvous
 from neuron_runtime.compile import compile_rank, run_compile

@@ -233,7 +233,9 @@ class Group:
         return f"state={status.get('State')} ppid={status.get('PPid')} cmd={cmdline}"
 
     def leftovers(self):
-        """Pids of processes whose command line mentions this test's directory (engines started for it)."""
+        """Pids of live engines started by this test's runtimes (matched by the --parent-pid the runtime passes and
+        this test's directory: other pytest sessions on the machine may reuse the same numbered tmp dir)."""
+        parents = {f"--parent-pid {m.proc.pid} " for m in self.members.values()}
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -245,7 +247,8 @@ class Group:
                     zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
             except OSError:
                 continue
-            if str(self.tmp) in cmdline and not zombie:
+            cmdline = cmdline.replace("\0", " ")
+            if str(self.tmp) in cmdline and any(p in cmdline for p in parents) and not zombie:
                 found.append(int(entry))
         return found
 
