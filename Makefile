@@ -11,7 +11,7 @@ help:
 	@echo "make cluster-up      start the local control plane (kubeconfig: .testenv/kubeconfig)"
 	@echo "make cluster-down    stop it (and a demo operator) and wipe its state"
 	@echo "make cluster-status  processes, API health, simulated nodes"
-	@echo "make crds            regenerate crds/ (and the chart's copy) from the pydantic models"
+	@echo "make crds            regenerate crds/, the chart's copy and docs/reference.md from the pydantic models"
 	@echo "make bench           measure apply->children/Ready times and API writes per service"
 
 install:
@@ -31,7 +31,8 @@ cluster-status:
 
 crds: install
 	neuron-operator crds > crds/neuroninferenceservices.yaml
-	@if [ -d charts/neuron-operator/crds ]; then cp crds/neuroninferenceservices.yaml charts/neuron-operator/crds/; fi
+	cp crds/neuroninferenceservices.yaml charts/neuron-operator/crds/
+	neuron-operator reference > docs/reference.md
 
 test: install testenv
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)

@@ -40,6 +40,13 @@ def _crds(_: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(_: argparse.Namespace) -> int:
+    from .api.reference import reference_markdown
+
+    sys.stdout.write(reference_markdown())
+    return 0
+
+
 def _render(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .config import OperatorConfig
@@ -73,6 +80,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinition YAML")
     crds.set_defaults(func=_crds)
+
+    reference = sub.add_parser("reference", help="print the resource reference (Markdown) generated from the models")
+    reference.set_defaults(func=_reference)
 
     render = sub.add_parser("render", help="print the child manifests of a NeuronInferenceService file")
     render.add_argument("-f", "--file", required=True, help="YAML file with one or more services ('-' for stdin)")

@@ -44,8 +44,11 @@ def apply(namespace: str, *objects: dict) -> None:
 
 
 def test_version_is_stamped(cluster):
+    env = (pathlib.Path(__file__).resolve().parents[2] / "hack" / "testenv.env").read_text()
+    expected = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("K8S_VERSION="))
     version = json.loads(kubectl("get", "--raw", "/version").stdout)
-    assert version["major"] == "1" and version["gitVersion"].startswith("v1.36."), version
+    assert version["gitVersion"] == f"v{expected}", version
+    assert (version["major"], version["minor"]) == ("1", expected.split(".")[1]), version
 
 
 def test_simulated_neuron_nodes_advertise_catalog_capacity(cluster):

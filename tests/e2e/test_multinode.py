@@ -27,8 +27,17 @@ def fake_nodes(spec: str) -> list[dict]:
 
 @pytest.fixture
 def spare_trn1_nodes(cluster):
-    """Two extra simulated trn1.32xlarge nodes (named -x<i>); every default node is restored afterwards."""
-    extra = fake_nodes(f"trn1.32xlarge={EXTRA_NODES}")
+    yield from _spare_nodes(EXTRA_NODES)
+
+
+@pytest.fixture
+def more_spare_trn1_nodes(cluster):
+    yield from _spare_nodes(4)  # two groups of two, plus two free nodes for their recompile
+
+
+def _spare_nodes(count: int):
+    """Extra simulated trn1.32xlarge nodes (named -x<i>); every default node is restored afterwards."""
+    extra = fake_nodes(f"trn1.32xlarge={count}")
     for node in extra:
         node["metadata"]["name"] = node["metadata"]["name"].replace("trn1-32xlarge-", "trn1-32xlarge-x")
         node["metadata"]["labels"]["kubernetes.io/hostname"] = node["metadata"]["name"]
@@ -151,3 +160,30 @@ def test_not_enough_nodes_is_reported(namespace, artifact_store):
     message = nis.cond(obj, "Available")["message"]
     assert "aws.amazon.com/neuron" in message or "didn't match pod anti-affinity" in message or "nodes are available" in message
     assert nis.cond(obj, "Ready")["status"] == "False"
+
+
+def test_compile_input_change_rolls_one_group_at_a_time(namespace, artifact_store, more_spare_trn1_nodes):
+    nis.apply(namespace, group_service("rolling", replicas=2))
+    old_key = nis.wait_ready(namespace, "rolling", timeout=240)["status"]["artifact"]["key"]
+    nis.apply(namespace, group_service("rolling", replicas=2, engine={"maxNumSeqs": 4, "maxModelLen": 4096}))
+
+    compiling = nis.wait_condition(namespace, "rolling", "Compiled", "False", timeout=60)
+    new_key = compiling["status"]["artifact"]["key"]
+    assert new_key != old_key and compiling["status"]["servingArtifact"]["key"] == old_key
+    assert nis.cond(compiling, "Ready")["status"] == "True"
+
+    # From now until both groups serve the new artifact, at least one whole group keeps serving.
+    lowest = 2
+    def rolled():
+        nonlocal lowest
+        obj = nis.get(namespace, "rolling")
+        lowest = min(lowest, obj["status"].get("readyReplicas", 0))
+        done = (obj["status"].get("phase") == "Ready" and obj["status"].get("servingArtifact", {}).get("key") == new_key
+                and obj["status"].get("observedGeneration") == obj["metadata"]["generation"])
+        return done and obj
+    wait_until(rolled, timeout=300, interval=0.2, message="both groups on the new artifact")
+    assert lowest >= 1, "both groups were down at the same time"
+    events = kubectl_json("get", "events", "-n", namespace, "--field-selector", "reason=GroupRolled")["items"]
+    assert sum(e.get("count", 1) for e in events) == 2
+    keys = {p["metadata"]["labels"]["inference.neuron-operator.io/artifact-key"] for p in group_pods(namespace, "rolling")}
+    assert keys == {new_key}
