@@ -249,6 +249,24 @@ def _new_staging_dir(staging_root: str, key: str) -> str:
     return path
 
 
+def _move_into_place(staging: str, final: str, published: Callable[[], bool]) -> str:
+    """Rename a finished staging directory to its final name: atomic on one filesystem, and a rename onto a
+    non-empty directory fails, so exactly one concurrent compile wins; the losers discard their copy."""
+    try:
+        os.rename(staging, final)
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        if published():
+            log.info("another compile published %s first; discarding ours", final)
+            shutil.rmtree(staging, ignore_errors=True)
+            return ALREADY_PUBLISHED
+        raise CompileError(
+            f"cannot publish to {final}: it exists without a valid {constants.MANIFEST_FILE}; remove it"
+        ) from None
+    return PUBLISHED
+
+
 def _build_into(staging: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile):
     build(staging)
     manifest = make_manifest()
@@ -285,20 +303,7 @@ class LocalStore:
         staging = _new_staging_dir(staging_root, key)
         try:
             _build_into(staging, build, make_manifest, profile)
-            final = self.artifact_dir(key)
-            try:
-                os.rename(staging, final)  # atomic on one filesystem; replaces only an empty directory
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                if self.lookup(key):
-                    log.info("another compile published %s first; discarding ours", final)
-                    shutil.rmtree(staging, ignore_errors=True)
-                    return ALREADY_PUBLISHED
-                raise CompileError(
-                    f"cannot publish to {final}: it exists without a valid {constants.MANIFEST_FILE}; remove it"
-                ) from None
-            return PUBLISHED
+            return _move_into_place(staging, self.artifact_dir(key), lambda: bool(self.lookup(key)))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -331,20 +336,7 @@ class LocalStore:
                 os.chmod(key_dir, 0o755)
             except FileExistsError:
                 pass
-            final = self.rank_dir(key, rank)
-            try:
-                os.rename(staging, final)
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                if self.lookup_rank(key, rank):
-                    log.info("another compile published %s first; discarding ours", final)
-                    shutil.rmtree(staging, ignore_errors=True)
-                    return ALREADY_PUBLISHED
-                raise CompileError(
-                    f"cannot publish to {final}: it exists without a valid {constants.MANIFEST_FILE}; remove it"
-                ) from None
-            return PUBLISHED
+            return _move_into_place(staging, self.rank_dir(key, rank), lambda: bool(self.lookup_rank(key, rank)))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

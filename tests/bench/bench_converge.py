@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,9 @@ import uuid
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.kube import free_port
+from tests.e2e.nis import artifact_store_manifests
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TESTENV = pathlib.Path(os.environ.get("TESTENV_DIR", ROOT / ".testenv"))
 WRITE_VERBS = ("create", "apply", "patch", "update", "delete")
@@ -29,12 +31,6 @@ WRITE_VERBS = ("create", "apply", "patch", "update", "delete")
 
 def sh(*args: str, input: str | None = None) -> str:
     return subprocess.run(args, input=input, capture_output=True, text=True, check=True).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -50,15 +46,27 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def store_manifests(namespace: str) -> str:
-    pv = f"bench-{namespace}"
-    return yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "hostPath": {"path": f"/tmp/{pv}"}, "claimRef": {"namespace": namespace, "name": "artifacts"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "artifacts", "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                  "resources": {"requests": {"storage": "1Ti"}}}},
-    ])
+    return artifact_store_manifests(namespace, f"bench-{namespace}")
+
+
+def start_operator(name: str) -> tuple[subprocess.Popen, int, object]:
+    """The operator as users run it, watching bench-* namespaces; returns (process, metrics port, log file)
+    once its metrics endpoint answers."""
+    metrics_port, health_port = free_port(), free_port()
+    log = open(TESTENV / f"operator-{name}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neuron_operator.cli", "run", "--namespace=bench-*", "--standalone",
+         f"--liveness=http://127.0.0.1:{health_port}/healthz"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port)})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            scrape(metrics_port)
+            return proc, metrics_port, log
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"operator did not start; see {log.name}") from None
+            time.sleep(0.2)
 
 
 def service_manifest(namespace: str) -> str:
@@ -84,22 +92,8 @@ def main() -> int:
     from neuron_operator.kube import KubeClient  # the operator's own client: fast polling without kubectl forks
 
     client = KubeClient()
-    metrics_port, health_port = free_port(), free_port()
-    log = open(TESTENV / "operator-bench.log", "wb")
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "neuron_operator.cli", "run", "--namespace=bench-*", "--standalone",
-         f"--liveness=http://127.0.0.1:{health_port}/healthz"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port)})
+    operator, metrics_port, log = start_operator("bench")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                scrape(metrics_port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         to_children, to_ready, writes, requests = [], [], [], []
         for i in range(args.services):
             ns = f"bench-{uuid.uuid4().hex[:6]}"

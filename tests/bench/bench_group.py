@@ -16,7 +16,7 @@ import uuid
 
 import yaml
 
-from .bench_converge import ROOT, TESTENV, WRITE_VERBS, free_port, scrape, sh, store_manifests
+from .bench_converge import ROOT, TESTENV, WRITE_VERBS, scrape, sh, start_operator, store_manifests
 
 GV = "inference.neuron-operator.io/v1alpha1"
 
@@ -45,12 +45,7 @@ def main() -> int:
     from neuron_operator.kube import KubeClient
 
     client = KubeClient()
-    metrics_port, health_port = free_port(), free_port()
-    log = open(TESTENV / "operator-bench-group.log", "wb")
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "neuron_operator.cli", "run", "--namespace=bench-*", "--standalone",
-         f"--liveness=http://127.0.0.1:{health_port}/healthz"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port)})
+    operator, metrics_port, log = start_operator("bench-group")
     ns = f"bench-{uuid.uuid4().hex[:6]}"
 
     def ready() -> bool:
@@ -64,7 +59,6 @@ def main() -> int:
         return {p["metadata"]["uid"] for p in pods if not p["metadata"].get("deletionTimestamp")}
 
     try:
-        time.sleep(3)
         sh("kubectl", "create", "namespace", ns)
         sh("kubectl", "apply", "-f", "-", input=store_manifests(ns))
         before = scrape(metrics_port)

@@ -80,12 +80,7 @@ def namespace(cluster, request):
 
 # --- the operator under test -------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .kube import free_port as _free_port  # noqa: E402 - kept next to its users
 
 
 @pytest.fixture(scope="session")
@@ -134,18 +129,8 @@ def operator(cluster, crds):
 @pytest.fixture
 def artifact_store(namespace):
     """A bound ReadWriteMany claim named 'artifacts' in the test namespace (static PV, real PV controller)."""
-    import yaml
+    from .nis import create_artifact_store
 
-    pv_name = f"artifacts-{namespace}"[:63]
-    docs = [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv_name}"},
-                  "claimRef": {"namespace": namespace, "name": "artifacts"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "artifacts", "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
-                  "resources": {"requests": {"storage": "1Ti"}}}},
-    ]
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    pv_name = create_artifact_store(namespace)
     yield "artifacts"
     kubectl("delete", "pv", pv_name, "--wait=false", check=False)

@@ -51,5 +51,14 @@ def condition(obj: dict, type_: str) -> Optional[dict]:
     return None
 
 
+def free_port() -> int:
+    """A free TCP port on loopback for a server a test starts."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def kubeconfig() -> str:
     return os.environ["KUBECONFIG"]

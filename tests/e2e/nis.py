@@ -72,3 +72,25 @@ def compile_jobs(namespace: str) -> list[dict[str, Any]]:
 
 def deployment(namespace: str, name: str) -> dict[str, Any]:
     return kubectl_json("get", "deployment", name, "-n", namespace)
+
+
+def artifact_store_manifests(namespace: str, pv_name: str, claim: str = "artifacts") -> str:
+    """A static ReadWriteMany PV pre-bound to a claim: what an RWX store (FSx, EFS) looks like to the operator."""
+    return yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
+         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv_name}"},
+                  "claimRef": {"namespace": namespace, "name": claim}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
+                  "resources": {"requests": {"storage": "1Ti"}}}},
+    ])
+
+
+def create_artifact_store(namespace: str, claim: str = "artifacts") -> str:
+    """Create the claim (bound by the real PV controller); returns the PV name for cleanup."""
+    pv_name = f"artifacts-{namespace}"[:63]
+    kubectl("apply", "-f", "-", input=artifact_store_manifests(namespace, pv_name, claim))
+    wait_until(lambda: kubectl_json("get", "pvc", claim, "-n", namespace)["status"].get("phase") == "Bound",
+               timeout=60, message=f"{claim} claim Bound")
+    return pv_name

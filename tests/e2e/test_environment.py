@@ -7,7 +7,6 @@ import json
 import pathlib
 import subprocess
 
-import pytest
 import yaml
 
 from .kube import condition, kubectl, kubectl_json, wait_until

@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from . import nis
 from .conftest import ROOT, TESTENV_DIR, dump_diagnostics
-from .kube import kubectl, kubectl_json, wait_until
+from .kube import free_port, kubectl, kubectl_json, wait_until
 
 CHART = ROOT / "charts" / "neuron-operator"
 RELEASE = "neuron-operator"  # fullname "neuron-operator" -> ServiceAccount "neuron-operator"
@@ -43,28 +42,9 @@ def helm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.Com
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _artifact_store(namespace: str) -> str:
     """A bound RWX claim 'artifacts' in `namespace` (like conftest's artifact_store); returns the PV name."""
-    pv_name = f"artifacts-{namespace}"[:63]
-    docs = [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv_name}"},
-                  "claimRef": {"namespace": namespace, "name": "artifacts"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "artifacts", "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
-                  "resources": {"requests": {"storage": "1Ti"}}}},
-    ]
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    wait_until(lambda: kubectl_json("get", "pvc", "artifacts", "-n", namespace)["status"].get("phase") == "Bound",
-               timeout=60, message="artifacts claim Bound")
-    return pv_name
+    return nis.create_artifact_store(namespace)
 
 
 def _token_only_kubeconfig(path, token: str, namespace: str) -> None:
@@ -88,7 +68,7 @@ class SaOperator:
     """`neuron-operator run` in a child process, authenticated only as the chart's ServiceAccount."""
 
     def __init__(self, kubeconfig, namespace: str, log_path):
-        self.health_port, self.metrics_port = _free_port(), _free_port()
+        self.health_port, self.metrics_port = free_port(), free_port()
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}  # never in-cluster config
         env.update(KUBECONFIG=str(kubeconfig), NEURON_OPERATOR_METRICS_PORT=str(self.metrics_port),

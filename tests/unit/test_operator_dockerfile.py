@@ -16,7 +16,6 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
