@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 from . import constants as C
 from . import events
-from .builders.common import serving_selector
 from .builders.multinode import build_group_statefulset, build_headless_service
 from .conditions import ServingObservation
 from .gang import BACKOFF, BACKOFF_RESET_SECONDS, RECORD_MEMBERS, RECREATE, GroupState, PodInfo, decide
@@ -99,9 +98,9 @@ def reconcile_groups(reconciler: Any, plan: ServicePlan, groups: dict[int, dict]
                      result: Any) -> ServingObservation:
     client: KubeClient = reconciler.client
     ns = plan.namespace
-    reconciler._apply(build_headless_service(plan), result)
+    reconciler.apply_child(build_headless_service(plan), result)
     for index in range(plan.replicas):
-        applied = reconciler._apply(build_group_statefulset(plan, index), result, live=groups.get(index))
+        applied = reconciler.apply_child(build_group_statefulset(plan, index), result, live=groups.get(index))
         if applied is not None:
             groups[index] = applied
     for index in sorted(i for i in groups if i >= plan.replicas):  # scale down: whole groups go
@@ -153,5 +152,3 @@ def _recent_restarts(state: GroupState, now: float) -> int:
         return 0
     return state.restarts
 
-
-__all__ = ["groups_of", "observe_groups", "reconcile_groups", "serving_selector"]

@@ -121,10 +121,6 @@ class ServicePlan:
                        tensor_parallel_size=compile_spec.tp_degree, nodes_per_replica=compile_spec.world_size)
 
 
-def compile_spec_json(spec: CompileSpec) -> str:
-    return spec.to_json()
-
-
 def compile_spec_from_annotation(text: Optional[str]) -> Optional[CompileSpec]:
     if not text:
         return None
@@ -148,10 +144,6 @@ def merge_resources(defaults: dict[str, dict[str, Any]], overrides: dict[str, di
     for section, values in (overrides or {}).items():
         out.setdefault(section, {}).update({k: str(v) for k, v in (values or {}).items()})
     return out
-
-
-def catalog_instance(catalog: Catalog, name: str) -> InstanceType:
-    return catalog.get(name)
 
 
 def served_model_name(service_name: str, model_uri: str) -> str:

@@ -27,7 +27,7 @@ from .builders import build_compile_job, build_pod_disruption_budget, build_serv
 from .builders.common import owner_reference, serving_selector
 from .builders.serving import endpoint_url
 from .catalog import Catalog
-from .conditions import JOB_FAILED, JOB_SUCCEEDED, StatusInputs, compute_status
+from .conditions import JOB_SUCCEEDED, StatusInputs, compute_status
 from .config import OperatorConfig
 from .kube import ApiError, KubeClient
 from .naming import compile_job_name, serving_name
@@ -126,11 +126,11 @@ class Reconciler:
         else:
             for sts in groups.values():  # switched from multi- to single-node
                 self.client.delete("apps/v1", "StatefulSet", namespace, sts["metadata"]["name"])
-            deployment = self._apply(build_serving_deployment(serving_plan), result, live=deployment)
+            deployment = self.apply_child(build_serving_deployment(serving_plan), result, live=deployment)
             serving_obs = observe_deployment(self.client, deployment)
         if serving_plan is not None:
-            self._apply(build_service(serving_plan), result)
-            self._apply(build_pod_disruption_budget(serving_plan), result)
+            self.apply_child(build_service(serving_plan), result)
+            self.apply_child(build_pod_disruption_budget(serving_plan), result)
 
         inputs = StatusInputs(
             generation=int(meta.get("generation") or 0),
@@ -191,7 +191,7 @@ class Reconciler:
             raise RetryLater(f"compile Job {job_name} is being deleted; recreating it afterwards", delay=3)
         if not _owned_by(job, plan.uid, controller=None):
             job = self.client.patch("batch/v1", "Job", plan.namespace, job_name,
-                                    {"metadata": {"ownerReferences": [_owner(plan)]}}, patch_type="strategic")
+                                    {"metadata": {"ownerReferences": [owner_reference(plan, controller=False)]}}, patch_type="strategic")
             result.applied.append(f"Job/{job_name} (owner added)")
         return job
 
@@ -209,7 +209,7 @@ class Reconciler:
         # Keep serving the artifact the pods already load while the new one compiles (or failed to).
         return plan.with_serving_artifact(previous, instance)
 
-    def _apply(self, manifest: dict, result: PassResult, live: Optional[dict] = None) -> Optional[dict]:
+    def apply_child(self, manifest: dict, result: PassResult, live: Optional[dict] = None) -> Optional[dict]:
         """Server-side apply, skipped when we already applied this exact manifest recently and (where we have
         the live object) nobody changed its spec since: level-based without an API request per pass."""
         meta = manifest["metadata"]
@@ -315,11 +315,6 @@ def contains(live: Any, desired: Any) -> bool:
     return live == desired or (live is not None and str(live) == str(desired))
 
 
-def _owner(plan: ServicePlan) -> dict:
-    ref = owner_reference(plan, controller=False)
-    return ref
-
-
 def _owned_by(obj: dict, uid: str, controller: Optional[bool] = True) -> bool:
     for ref in obj["metadata"].get("ownerReferences") or []:
         if ref.get("uid") == uid and (controller is None or bool(ref.get("controller")) == controller):
@@ -330,5 +325,3 @@ def _owned_by(obj: dict, uid: str, controller: Optional[bool] = True) -> bool:
 def _selector_string(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
-
-__all__ = ["Reconciler", "RetryLater", "PassResult", "JOB_FAILED"]

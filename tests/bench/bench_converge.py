@@ -49,6 +49,15 @@ def store_manifests(namespace: str) -> str:
     return artifact_store_manifests(namespace, f"bench-{namespace}")
 
 
+def cluster_with_crds() -> None:
+    """Start (or reuse) the local control plane, point kubectl at it and install the CRD."""
+    subprocess.run([str(ROOT / "hack" / "cluster.sh"), "up"], check=True)
+    bin_dir = sh(str(ROOT / "hack" / "testenv-build.sh")).strip().splitlines()[-1]
+    os.environ["KUBECONFIG"] = str(TESTENV / "kubeconfig")
+    os.environ["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "neuroninferenceservices.yaml"))
+
+
 def start_operator(name: str) -> tuple[subprocess.Popen, int, object]:
     """The operator as users run it, watching bench-* namespaces; returns (process, metrics port, log file)
     once its metrics endpoint answers."""
@@ -83,11 +92,7 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=5)
     args = parser.parse_args()
 
-    subprocess.run([str(ROOT / "hack" / "cluster.sh"), "up"], check=True)
-    bin_dir = sh(str(ROOT / "hack" / "testenv-build.sh")).strip().splitlines()[-1]
-    os.environ["KUBECONFIG"] = str(TESTENV / "kubeconfig")
-    os.environ["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
-    sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "neuroninferenceservices.yaml"))
+    cluster_with_crds()
 
     from neuron_operator.kube import KubeClient  # the operator's own client: fast polling without kubectl forks
 

@@ -7,16 +7,14 @@ and the time for the whole group to be recreated and Ready again after one membe
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 
 import yaml
 
-from .bench_converge import ROOT, TESTENV, WRITE_VERBS, scrape, sh, start_operator, store_manifests
+from .bench_converge import ROOT, WRITE_VERBS, cluster_with_crds, scrape, sh, start_operator, store_manifests
 
 GV = "inference.neuron-operator.io/v1alpha1"
 
@@ -34,11 +32,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    subprocess.run([str(ROOT / "hack" / "cluster.sh"), "up"], check=True)
-    bin_dir = sh(str(ROOT / "hack" / "testenv-build.sh")).strip().splitlines()[-1]
-    os.environ["KUBECONFIG"] = str(TESTENV / "kubeconfig")
-    os.environ["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
-    sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "neuroninferenceservices.yaml"))
+    cluster_with_crds()
     nodes = spare_nodes()
     sh("kubectl", "apply", "-f", "-", input=nodes)
 
