@@ -2,7 +2,8 @@
 
 Each Neuron node advertises what the Neuron device plugin and the EFA device plugin would report on the real
 instance (aws.amazon.com/neuron devices, aws.amazon.com/neuroncore cores, vpc.amazonaws.com/efa), carries the
-usual EKS labels and the Neuron taint; kwok then keeps them Ready. One untainted CPU node runs everything else.
+usual EKS labels and the Neuron taint; kwok then keeps them Ready. The catalog's untainted CPU nodes (a small
+system node and a larger one for CPU compiles) run everything else.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from neuron_operator.catalog import (
     EFA_RESOURCE,
     NEURON_CORE_RESOURCE,
     NEURON_DEVICE_RESOURCE,
+    CpuNode,
     InstanceType,
     load_catalog,
 )
@@ -23,7 +25,6 @@ from neuron_operator.catalog import (
 ZONES = ("us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d")
 NEURON_TAINT = {"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"}
 KWOK_ANNOTATIONS = {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}
-CPU_NODE_INSTANCE_TYPE = "m5.2xlarge"  # 8 vCPU, 32 GiB: a plain system node without accelerators
 
 
 def _labels(name: str, instance_type: str, zone: str, nodegroup: str) -> dict:
@@ -69,16 +70,17 @@ def neuron_node(instance: InstanceType, index: int) -> dict:
     return _node(name, labels, capacity, [dict(NEURON_TAINT)])
 
 
-def cpu_node(index: int) -> dict:
-    name = f"cpu-{index}"
-    capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "200Gi"}
-    return _node(name, _labels(name, CPU_NODE_INSTANCE_TYPE, ZONES[0], "ng-system"), capacity, [])
+def cpu_node(node: CpuNode) -> dict:
+    capacity = {"cpu": str(node.vcpu), "memory": f"{node.memory_gib}Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+    group = "ng-" + node.instance_type.replace(".", "-")
+    return _node(node.name, _labels(node.name, node.instance_type, ZONES[0], group), capacity, [])
 
 
-def cluster_nodes(spec: list[tuple[str, int]], cpu_nodes: int = 1) -> list[dict]:
+def cluster_nodes(spec: list[tuple[str, int]], cpu_nodes: int | None = None) -> list[dict]:
+    """Neuron nodes per ``spec`` plus the first ``cpu_nodes`` CPU nodes of the catalog (all when None)."""
     catalog = load_catalog()
     nodes = [neuron_node(catalog.get(t), i) for t, count in spec for i in range(count)]
-    nodes += [cpu_node(i) for i in range(cpu_nodes)]
+    nodes += [cpu_node(n) for n in catalog.cpu_nodes[:cpu_nodes]]
     return nodes
 
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", help="instance types and counts, e.g. 'trn1.32xlarge=2,inf2.xlarge=1' "
                         "(default: the catalog's defaultCluster)")
-    parser.add_argument("--cpu-nodes", type=int, default=1)
+    parser.add_argument("--cpu-nodes", type=int, default=None, help="how many of the catalog's CPU nodes (default: all)")
     args = parser.parse_args(argv)
     spec = _parse_spec(args.nodes) if args.nodes else list(load_catalog().default_cluster)
     yaml.safe_dump_all(cluster_nodes(spec, args.cpu_nodes), sys.stdout, sort_keys=False)

@@ -63,10 +63,25 @@ class InstanceType:
 
 
 @dataclass(frozen=True)
+class CpuNode:
+    """An untainted node of the simulated cluster without accelerators (system pods, CPU compiles)."""
+
+    name: str
+    instance_type: str
+    vcpu: int
+    memory_gib: int
+
+
+@dataclass(frozen=True)
 class Catalog:
     instance_types: dict[str, InstanceType]
     tp_degrees: dict[str, tuple[int, ...]]
     default_cluster: tuple[tuple[str, int], ...]
+    cpu_nodes: tuple[CpuNode, ...] = ()
+
+    def types_of_families(self, families) -> tuple[str, ...]:
+        """Instance type names whose family is one of ``families``, sorted."""
+        return tuple(sorted(n for n, it in self.instance_types.items() if it.family in families))
 
     def get(self, name: str) -> InstanceType:
         try:
@@ -100,7 +115,9 @@ def _parse(raw: dict) -> Catalog:
             tp_degrees=tuple(t for t in tp_degrees[fields["family"]]),
         )
     default_cluster = tuple((item["instanceType"], item["count"]) for item in raw["defaultCluster"])
-    return Catalog(instance_types=types, tp_degrees=tp_degrees, default_cluster=default_cluster)
+    cpu_nodes = tuple(CpuNode(name=n["name"], instance_type=n["instanceType"], vcpu=n["vcpu"], memory_gib=n["memoryGiB"])
+                      for n in raw.get("cpuNodes") or ())
+    return Catalog(instance_types=types, tp_degrees=tp_degrees, default_cluster=default_cluster, cpu_nodes=cpu_nodes)
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""`neuron-operator`: run the operator, print the CRDs, or render a service's children offline."""
+"""`neuron-operator`: run the operator, print the CRDs, list the stacks, or render a service's children offline."""
 
 from __future__ import annotations
 
@@ -47,6 +47,15 @@ def _reference(_: argparse.Namespace) -> int:
     return 0
 
 
+def _stacks(args: argparse.Namespace) -> int:
+    from .config import OperatorConfig
+    from .stacks_report import stacks_json, stacks_table
+
+    config = OperatorConfig.from_env()
+    sys.stdout.write(stacks_json(config) if args.output == "json" else stacks_table(config))
+    return 0
+
+
 def _render(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .config import OperatorConfig
@@ -83,6 +92,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     reference = sub.add_parser("reference", help="print the resource reference (Markdown) generated from the models")
     reference.set_defaults(func=_reference)
+
+    stacks = sub.add_parser("stacks", help="list the runtime stack profiles (families, features, images, versions)")
+    stacks.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    stacks.set_defaults(func=_stacks)
 
     render = sub.add_parser("render", help="print the child manifests of a NeuronInferenceService file")
     render.add_argument("-f", "--file", required=True, help="YAML file with one or more services ('-' for stdin)")

@@ -2,15 +2,28 @@
 
 The resulting :class:`~neuron_runtime.compile_spec.CompileSpec` is what the compile Job receives and what the
 compile key hashes. Only fields that change the compiled graph go in: replicas, resources, labels, runtime
-overrides, extraArgs and the artifact store never do, so changing them never recompiles.
+overrides and the artifact store never do, so changing them never recompiles. extraArgs are not compile inputs on
+the 2.23 stack (NxDI compiles from the NeuronConfig alone); on vllm-neuron stacks the compile runs the serving
+command line, so the flags among them that reach the engine are (:func:`extra_args_split`).
 """
 
 from __future__ import annotations
 
+from neuron_runtime import vllm_neuron
 from neuron_runtime.compile_spec import CompileSpec, LoraAdapter, SpeculativeConfig
+from neuron_runtime.stacks import PROFILES, PluginStackProfile
 
 from neuron_operator.api.spec import NeuronInferenceServiceSpec
 from neuron_operator.catalog import Catalog
+
+
+def extra_args_split(spec: NeuronInferenceServiceSpec, stack: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(engine args that are compile inputs, server-only args) of spec.engine.extraArgs on ``stack``."""
+    profile = PROFILES.get(stack)
+    args = tuple(str(a) for a in spec.engine.extra_args)
+    if isinstance(profile, PluginStackProfile):
+        return vllm_neuron.split_extra_args(profile, args)
+    return (), args
 
 
 def compile_spec_for(spec: NeuronInferenceServiceSpec, catalog: Catalog, stack: str) -> CompileSpec:
@@ -33,6 +46,9 @@ def compile_spec_for(spec: NeuronInferenceServiceSpec, catalog: Catalog, stack: 
         # Without adapters vLLM runs without LoRA, so the rank changes nothing and must not change the key.
         max_lora_rank=spec.engine.max_lora_rank if adapters else None,
         speculative=_speculative_config(spec),
+        data_parallel_size=spec.data_parallel_size,
+        max_num_batched_tokens=spec.engine.max_num_batched_tokens,
+        engine_args=extra_args_split(spec, stack)[0],
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from neuron_runtime import constants as runtime_constants
+
 from .api.status import ConditionStatus as S
 from .api.status import ConditionType as T
 from .api.status import Phase, Reason
@@ -31,6 +33,16 @@ class CompileObservation:
 
 
 @dataclass(frozen=True)
+class RuntimeFailure:
+    """A serving pod's engine container ended with one of the runtime's permanent exit codes: restarting the pod
+    cannot fix it (a compile-cache miss, a missing artifact, a spec the image rejects)."""
+
+    pod: str
+    exit_code: int
+    message: str  # the container's termination message (one line)
+
+
+@dataclass(frozen=True)
 class ServingObservation:
     exists: bool
     artifact_key: Optional[str] = None  # the key the workload's pod template uses
@@ -40,6 +52,7 @@ class ServingObservation:
     updated: int = 0
     rolled_out: bool = False  # controller observed the latest template and every replica is updated
     unavailable_reason: str = ""  # e.g. scheduling failure detail
+    failure: Optional[RuntimeFailure] = None  # a pod that ended with a permanent runtime exit code
 
 
 @dataclass
@@ -121,12 +134,17 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
     _serving_conditions(cond, serving, desired, serving_available, compiled_current, inputs.key)
 
     # --- Stalled / Reconciling --------------------------------------------------------------------------
+    runtime_failure = serving.failure
     if failed:
         cond(T.STALLED, S.TRUE, Reason.COMPILE_FAILED,
              f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}. "
              f"Fix the cause (e.g. a larger instanceType or a smaller maxModelLen/maxNumSeqs), or delete Job "
              f"{compile_.job_name} to retry" + ("; the previous artifact keeps serving" if serving_some else ""))
         cond(T.RECONCILING, S.FALSE, Reason.COMPILE_FAILED, "compilation failed; waiting for a change")
+    elif runtime_failure is not None:
+        reason, message = _runtime_failure_message(runtime_failure, inputs, serving)
+        cond(T.STALLED, S.TRUE, reason, message)
+        cond(T.RECONCILING, S.FALSE, reason, "a serving pod cannot start; waiting for a change")
     else:
         cond(T.STALLED, S.FALSE, Reason.VALID_SPEC, "")
         done = compiled_current and serving.rolled_out and serving_available
@@ -139,7 +157,7 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
                  f"rolling out artifact {inputs.key}: {serving.updated}/{desired} updated, {serving.available} available")
 
     # --- phase ------------------------------------------------------------------------------------------
-    if failed:
+    if failed or runtime_failure is not None:
         status["phase"] = Phase.DEGRADED if serving_some else Phase.FAILED
     elif not compiled and not serving_some:
         status["phase"] = Phase.COMPILING if compile_ is not None else Phase.PENDING
@@ -152,6 +170,26 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
     else:
         status["phase"] = Phase.DEPLOYING
     return _finish(status, conditions, inputs, serving)
+
+
+def _runtime_failure_message(failure: RuntimeFailure, inputs: StatusInputs,
+                             serving: ServingObservation) -> tuple[str, str]:
+    """Stalled reason and message for a serving pod that ended with a permanent runtime exit code."""
+    key = serving.artifact_key or inputs.key
+    job = inputs.compile.job_name if inputs.compile else "the compile Job"
+    said = f": {failure.message}" if failure.message else ""
+    if failure.exit_code == runtime_constants.EXIT_CACHE_MISS:
+        return Reason.ARTIFACT_CACHE_MISS, (
+            f"serving pod {failure.pod} stopped on a compile-cache miss for artifact {key}{said}. Serving pods never "
+            f"compile on Neuron nodes. The artifact does not hold every graph this image runs: make sure "
+            f"spec.runtime.image provides the service's stack, then delete Job {job} and the artifact at "
+            f"{inputs.artifact_location} to compile again")
+    if failure.exit_code == runtime_constants.EXIT_ARTIFACT_INVALID:
+        return Reason.ARTIFACT_INVALID, (
+            f"serving pod {failure.pod} found no complete artifact {key}{said}. Delete Job {job} to compile it again")
+    return Reason.RUNTIME_REJECTED_SPEC, (
+        f"the runtime image rejected the service in pod {failure.pod}{said}. Check that spec.runtime.image provides "
+        f"the service's stack")
 
 
 def _serving_conditions(cond, serving: ServingObservation, desired: int, serving_available: bool,

@@ -1,44 +1,108 @@
-"""Operator-wide settings, read once from the environment (the Helm chart sets them)."""
+"""Operator-wide settings, read once from the environment (the Helm chart sets them): the one typed object for
+every default the operator applies to a service that does not set it itself."""
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
-DEFAULT_RUNTIME_IMAGE = "public.ecr.aws/neuron-operator/neuron-runtime:0.1.0-neuron2.23"
-# The stack profile baked into the default runtime image; part of every compile key (artifacts are
-# SDK-version specific: neuron-runtime.md §3.3).
-DEFAULT_STACK = "neuron-2.23-vllm-0.7.2"
+from neuron_runtime.stacks import NEURON_2_23_VLLM_0_7_2, NEURON_2_32_VLLM_NEURON_0_24, PROFILES
+
+# The stack a service gets when spec.runtime.stack is unset, per instance family. trn2 stays on the seed stack so
+# an operator upgrade never moves a running trn2 service to another stack (a new compile key, a recompile and a
+# different engine under the same spec); new trn2 services opt in with spec.runtime.stack or the Helm value.
+# trn3 has only the vllm-neuron stack.
+DEFAULT_STACKS: Mapping[str, str] = MappingProxyType({
+    "inf2": NEURON_2_23_VLLM_0_7_2.id,
+    "trn1": NEURON_2_23_VLLM_0_7_2.id,
+    "trn2": NEURON_2_23_VLLM_0_7_2.id,
+    "trn3": NEURON_2_32_VLLM_NEURON_0_24.id,
+})
+
+# Environment of the operator process (set by charts/neuron-operator/templates/deployment.yaml).
+ENV_NAMESPACES = "NEURON_OPERATOR_NAMESPACES"
+ENV_DEFAULT_STACKS = "NEURON_OPERATOR_DEFAULT_STACKS"  # JSON {family: stack id}, merged over DEFAULT_STACKS
+ENV_RUNTIME_IMAGES = "NEURON_OPERATOR_RUNTIME_IMAGES"  # JSON {stack id: image}, over each stack's default image
+ENV_DEFAULT_ARTIFACT_STORE = "NEURON_OPERATOR_DEFAULT_ARTIFACT_STORE"
+ENV_COMPILE_BACKOFF_LIMIT = "NEURON_OPERATOR_COMPILE_BACKOFF_LIMIT"
+ENV_COMPILE_DEADLINE_SECONDS = "NEURON_OPERATOR_COMPILE_DEADLINE_SECONDS"
+ENV_COMPILE_NODE_SELECTOR = "NEURON_OPERATOR_COMPILE_NODE_SELECTOR"  # JSON {label: value} of the CPU compile pool
+ENV_COMPILE_TOLERATIONS = "NEURON_OPERATOR_COMPILE_TOLERATIONS"  # JSON [toleration] of the CPU compile pool
+ENV_METRICS_PORT = "NEURON_OPERATOR_METRICS_PORT"
+
+
+class ConfigError(ValueError):
+    """The operator's own configuration is invalid: it refuses to start rather than reconcile with it."""
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    runtime_image: str = DEFAULT_RUNTIME_IMAGE
-    stack: str = DEFAULT_STACK
+    # Stack per instance family when a service sets none (spec.runtime.stack).
+    default_stacks: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STACKS))
+    # Runtime image per stack id, over the stack's own default image.
+    runtime_images: Mapping[str, str] = field(default_factory=dict)
     # Default artifact store when a service names none: "pvc://claim[/subpath]" or "s3://bucket/prefix".
     default_artifact_store: Optional[str] = None
     # Compile Job: retries of the pod (the Job controller backs off 10s, 20s, 40s ...) and a hard deadline.
     compile_backoff_limit: int = 2
     compile_active_deadline_seconds: int = 4 * 3600
+    # Where CPU compiles run (stacks that compile on CPU): a node pool's labels and the tolerations of its taints.
+    # Empty: any untainted node with room (Neuron nodes are tainted, so never those).
+    compile_node_selector: Mapping[str, str] = field(default_factory=dict)
+    compile_tolerations: tuple[Mapping[str, Any], ...] = ()
     # Watched namespaces: names or kopf-style globs ("team-*"), "!pattern" excludes; empty: all namespaces.
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
 
+    def __post_init__(self) -> None:
+        for family, stack_id in self.default_stacks.items():
+            profile = PROFILES.get(stack_id)
+            if profile is None:
+                raise ConfigError(f"default stack for {family}: unknown stack {stack_id!r}; known: {sorted(PROFILES)}")
+            if not profile.supports_family(family):
+                raise ConfigError(f"default stack for {family}: {stack_id} supports only {', '.join(profile.families)}")
+        unknown = sorted(set(self.runtime_images) - set(PROFILES))
+        if unknown:
+            raise ConfigError(f"runtime images for unknown stacks {unknown}; known: {sorted(PROFILES)}")
+
+    def default_stack(self, family: str) -> Optional[str]:
+        return self.default_stacks.get(family)
+
+    def image_for(self, stack_id: str) -> str:
+        return self.runtime_images.get(stack_id) or PROFILES[stack_id].default_image
+
     @classmethod
-    def from_env(cls, env: Optional[dict] = None) -> "OperatorConfig":
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "OperatorConfig":
         env = os.environ if env is None else env
-        namespaces = tuple(n for n in env.get("NEURON_OPERATOR_NAMESPACES", "").replace(",", " ").split() if n)
+        namespaces = tuple(n for n in env.get(ENV_NAMESPACES, "").replace(",", " ").split() if n)
         return cls(
-            runtime_image=env.get("NEURON_OPERATOR_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
-            stack=env.get("NEURON_OPERATOR_STACK", DEFAULT_STACK),
-            default_artifact_store=env.get("NEURON_OPERATOR_DEFAULT_ARTIFACT_STORE") or None,
-            compile_backoff_limit=int(env.get("NEURON_OPERATOR_COMPILE_BACKOFF_LIMIT", "2")),
-            compile_active_deadline_seconds=int(env.get("NEURON_OPERATOR_COMPILE_DEADLINE_SECONDS", str(4 * 3600))),
+            default_stacks={**DEFAULT_STACKS, **_json_env(env, ENV_DEFAULT_STACKS, dict)},
+            runtime_images=_json_env(env, ENV_RUNTIME_IMAGES, dict),
+            default_artifact_store=env.get(ENV_DEFAULT_ARTIFACT_STORE) or None,
+            compile_backoff_limit=int(env.get(ENV_COMPILE_BACKOFF_LIMIT, "2")),
+            compile_active_deadline_seconds=int(env.get(ENV_COMPILE_DEADLINE_SECONDS, str(4 * 3600))),
+            compile_node_selector=_json_env(env, ENV_COMPILE_NODE_SELECTOR, dict),
+            compile_tolerations=tuple(_json_env(env, ENV_COMPILE_TOLERATIONS, list)),
             namespaces=namespaces,
-            metrics_port=int(env.get("NEURON_OPERATOR_METRICS_PORT", "8080")),
+            metrics_port=int(env.get(ENV_METRICS_PORT, "8080")),
         )
+
+
+def _json_env(env: Mapping[str, str], name: str, kind: type) -> Any:
+    text = env.get(name, "").strip()
+    if not text:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a JSON {'object' if kind is dict else 'array'}, got {text[:80]!r}")
+    return value
 
 
 def has_namespace_patterns(namespaces: tuple[str, ...]) -> bool:

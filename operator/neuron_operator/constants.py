@@ -3,6 +3,8 @@
 Our own keys live under the API group prefix so they never collide with users' or other controllers' keys.
 """
 
+from neuron_runtime import constants as runtime_constants
+
 API_GROUP = "inference.neuron-operator.io"
 API_VERSION = "v1alpha1"
 KIND = "NeuronInferenceService"
@@ -37,6 +39,8 @@ LEADER_POD_INDEX = "0"
 # new one compiles (non-compile changes such as replicas still apply during a recompile).
 ANNOTATION_COMPILE_SPEC = f"{API_GROUP}/compile-spec"
 ANNOTATION_ARTIFACT_LOCATION = f"{API_GROUP}/artifact-location"
+# On compile Jobs of vllm-neuron stacks: where the compile runs (cpu or neuron) and why.
+ANNOTATION_COMPILE_TARGET = f"{API_GROUP}/compile-target"
 # Multi-node gang bookkeeping on each group StatefulSet: the pod uids of the last complete group, how often the
 # operator recreated the group and when (for backoff).
 ANNOTATION_GROUP_MEMBERS = f"{API_GROUP}/group-members"
@@ -89,6 +93,8 @@ MODEL_CACHE_DIR = "/var/lib/neuron-runtime/models"  # runtime's download cache f
 SHM_MOUNT = "/dev/shm"
 TMP_MOUNT = "/tmp"
 COMPILE_CACHE_MOUNT = "/var/tmp/neuron-compile-cache"  # neuronx-cc persistent cache default (SDK 2.23 neuron-caching.rst)
+# vllm-neuron stacks: the engine's local cache root (VLLM_CACHE_ROOT), an emptyDir; the runtime's default path.
+ENGINE_CACHE_DIR = runtime_constants.DEFAULT_ENGINE_CACHE
 
 # --- ports -------------------------------------------------------------------------------------------
 HTTP_PORT = 8000

@@ -9,9 +9,10 @@ from typing import Any, Optional
 from . import constants as C
 from . import events
 from .builders.multinode import build_group_statefulset, build_headless_service
-from .conditions import ServingObservation
+from .conditions import RuntimeFailure, ServingObservation
 from .gang import BACKOFF, BACKOFF_RESET_SECONDS, RECORD_MEMBERS, RECREATE, GroupState, PodInfo, decide
 from .kube import KubeClient
+from .observe import serving_pod_failure
 from .plan import ServicePlan
 
 
@@ -28,14 +29,18 @@ def groups_of(client: KubeClient, namespace: str, service: str, uid: str) -> dic
     return out
 
 
-def _pods_by_group(client: KubeClient, namespace: str, service: str) -> dict[int, list[PodInfo]]:
+def _pods_by_group(client: KubeClient, namespace: str,
+                   service: str) -> tuple[dict[int, list[PodInfo]], Optional[RuntimeFailure]]:
+    """Group members by group index, and the first permanent runtime failure among them."""
     selector = f"{C.LABEL_SERVICE}={service},{C.LABEL_COMPONENT}={C.COMPONENT_SERVING}"
     out: dict[int, list[PodInfo]] = {}
+    failure: Optional[RuntimeFailure] = None
     for pod in client.list("v1", "Pod", namespace, label_selector=selector):
         index = (pod["metadata"].get("labels") or {}).get(C.LABEL_GROUP_INDEX)
         if index is not None and index.isdigit():
             out.setdefault(int(index), []).append(PodInfo.from_pod(pod))
-    return out
+            failure = failure or serving_pod_failure(pod)
+    return out, failure
 
 
 def _state(index: int, size: int, sts: Optional[dict], pods: list[PodInfo]) -> GroupState:
@@ -52,12 +57,13 @@ def _state(index: int, size: int, sts: Optional[dict], pods: list[PodInfo]) -> G
 
 def observe_groups(client: KubeClient, namespace: str, service: str, groups: dict[int, dict], size: int,
                    key: Optional[str], notes: Optional[list[str]] = None) -> ServingObservation:
-    pods = _pods_by_group(client, namespace, service)
+    pods, failure = _pods_by_group(client, namespace, service)
     states = [_state(i, size, groups.get(i), pods.get(i, [])) for i in sorted(groups)]
-    return summarise(states, len(groups), key, notes or [])
+    return summarise(states, len(groups), key, notes or [], failure)
 
 
-def summarise(states: list[GroupState], desired: int, key: Optional[str], notes: list[str]) -> ServingObservation:
+def summarise(states: list[GroupState], desired: int, key: Optional[str], notes: list[str],
+              failure: Optional[RuntimeFailure] = None) -> ServingObservation:
     complete = [s for s in states if s.complete]
     keys = {s.serving_key for s in complete if s.serving_key}
     if not keys:
@@ -81,6 +87,7 @@ def summarise(states: list[GroupState], desired: int, key: Optional[str], notes:
         updated=sum(1 for s in states if s.updated and s.serving_key == key),
         rolled_out=rolled_out,
         unavailable_reason="; ".join(detail),
+        failure=failure,
     )
 
 
@@ -106,7 +113,7 @@ def reconcile_groups(reconciler: Any, plan: ServicePlan, groups: dict[int, dict]
     for index in sorted(i for i in groups if i >= plan.replicas):  # scale down: whole groups go
         client.delete("apps/v1", "StatefulSet", ns, groups.pop(index)["metadata"]["name"])
 
-    pods = _pods_by_group(client, ns, plan.name)
+    pods, failure = _pods_by_group(client, ns, plan.name)
     now = time.time()
     notes: list[str] = []
     states = []
@@ -144,7 +151,7 @@ def reconcile_groups(reconciler: Any, plan: ServicePlan, groups: dict[int, dict]
             events.emit(client, obj, events.NORMAL, "GroupRolled",
                         f"replacing replica group {target.index} with the current template (artifact {plan.key})")
             result.requeue_after = min(result.requeue_after or 2.0, 2.0)
-    return summarise(states, plan.replicas, plan.key, notes)
+    return summarise(states, plan.replicas, plan.key, notes, failure)
 
 
 def _recent_restarts(state: GroupState, now: float) -> int:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from neuron_runtime import constants as runtime_constants
 from neuron_runtime.compile_spec import CompileSpec
 
 from . import constants as C
 from .conditions import (JOB_FAILED, JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, CompileObservation,
-                         ServingObservation)
+                         RuntimeFailure, ServingObservation)
 from .kube import KubeClient
 from .plan import compile_spec_from_annotation
 
@@ -63,6 +64,18 @@ def observe_compile(client: KubeClient, namespace: str, job_name: str, job: Opti
     return CompileObservation(job_name=job_name, state=state, attempts=attempts, failure=detail)
 
 
+def compile_summary(client: KubeClient, namespace: str, job_name: str) -> str:
+    """What the succeeded compile pod reported (its termination message, e.g. "compiled 12 graphs ... in 310s")."""
+    for pod in client.list("v1", "Pod", namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}"):
+        if pod.get("status", {}).get("phase") != "Succeeded":
+            continue
+        for status in pod["status"].get("containerStatuses") or []:
+            message = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
+            if message.strip():
+                return " ".join(message.split())[:500]
+    return ""
+
+
 def _latest_pod_failure(client: KubeClient, namespace: str, job_name: str) -> str:
     pods = client.list("v1", "Pod", namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}")
     failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
@@ -72,9 +85,30 @@ def _latest_pod_failure(client: KubeClient, namespace: str, job_name: str) -> st
     return describe_pod_failure(failed[-1])
 
 
-def _unschedulable_detail(client: KubeClient, namespace: str, selector: dict[str, str]) -> str:
+# The runtime's exit codes that no restart can fix (runtime/neuron_runtime/constants.py): a serving pod that ends
+# with one of them makes the service Stalled instead of leaving it to crash-loop unexplained.
+PERMANENT_SERVING_EXIT_CODES = (runtime_constants.EXIT_BAD_SPEC, runtime_constants.EXIT_ARTIFACT_INVALID,
+                                runtime_constants.EXIT_CACHE_MISS)
+
+
+def serving_pod_failure(pod: dict) -> Optional[RuntimeFailure]:
+    """The permanent runtime failure a serving pod's container last ended with, if any."""
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        for state in ((status.get("state") or {}).get("terminated"), (status.get("lastState") or {}).get("terminated")):
+            if state and state.get("exitCode") in PERMANENT_SERVING_EXIT_CODES:
+                message = " ".join((state.get("message") or "").split())[:600]
+                return RuntimeFailure(pod=pod["metadata"]["name"], exit_code=int(state["exitCode"]), message=message)
+    return None
+
+
+def _pods(client: KubeClient, namespace: str, selector: dict[str, str]) -> list[dict]:
     label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    for pod in client.list("v1", "Pod", namespace, label_selector=label_selector):
+    return client.list("v1", "Pod", namespace, label_selector=label_selector)
+
+
+def _unschedulable_detail(client: KubeClient, namespace: str, selector: dict[str, str],
+                          pods: Optional[list[dict]] = None) -> str:
+    for pod in pods if pods is not None else _pods(client, namespace, selector):
         for cond in pod.get("status", {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("message"):
                 return f"pod {pod['metadata']['name']} unschedulable: {cond['message']}"
@@ -90,9 +124,11 @@ def observe_deployment(client: KubeClient, deployment: Optional[dict]) -> Servin
     available = int(status.get("availableReplicas") or 0)
     rolled_out = (int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
                   and updated == desired and int(status.get("replicas") or 0) == desired)
-    detail = ""
-    if available < desired:
-        detail = _unschedulable_detail(client, meta["namespace"], spec["selector"]["matchLabels"])
+    detail, failure = "", None
+    if available < desired or updated < desired:
+        pods = _pods(client, meta["namespace"], spec["selector"]["matchLabels"])
+        detail = _unschedulable_detail(client, meta["namespace"], {}, pods)
+        failure = next((f for f in map(serving_pod_failure, pods) if f is not None), None)
     return ServingObservation(
         exists=True,
         artifact_key=meta.get("labels", {}).get(C.LABEL_ARTIFACT_KEY),
@@ -102,6 +138,7 @@ def observe_deployment(client: KubeClient, deployment: Optional[dict]) -> Servin
         updated=updated,
         rolled_out=rolled_out,
         unavailable_reason=detail,
+        failure=failure,
     )
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from neuron_runtime.compile_spec import CompileSpec, compile_key
+from neuron_runtime.stacks import PROFILES, PluginStackProfile, Stack
 
 from . import constants as C
 from .catalog import Catalog, InstanceType
+from .model_size import cpu_compile_size
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,17 @@ class ArtifactStore:
 
 
 @dataclass(frozen=True)
+class CompilePlacement:
+    """Where and how big the compile pod is. On CPU nodes (stacks that compile on CPU) it holds no Neuron device."""
+
+    on_cpu: bool
+    resources: dict[str, dict[str, Any]]
+    node_selector: Mapping[str, str] = field(default_factory=dict)  # CPU pool only; Neuron: the instance type
+    tolerations: tuple[Mapping[str, Any], ...] = ()  # CPU pool only; Neuron: the Neuron taint
+    reason: str = ""  # shown in the Job's annotation: why it compiles where it does
+
+
+@dataclass(frozen=True)
 class ServicePlan:
     name: str
     namespace: str
@@ -67,6 +80,8 @@ class ServicePlan:
     store: ArtifactStore
     image: str
     serve_config: dict[str, Any]
+    stack: Stack
+    compile_placement: CompilePlacement
     image_pull_policy: Optional[str] = None
     image_pull_secrets: tuple[str, ...] = ()
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -89,12 +104,22 @@ class ServicePlan:
         return self.tensor_parallel_size // self.nodes_per_replica
 
     @property
+    def cores_per_pod(self) -> int:
+        """Logical NeuronCores one serving pod's engines use: TP per node times the data-parallel engines."""
+        return self.tp_per_node * self.compile_spec.data_parallel_size
+
+    @property
     def devices_per_pod(self) -> int:
         # A multi-node rank owns its whole node: collectives span every device, and no other pod may share
         # the node's EFA/NeuronLink bandwidth (the AWS multi-node samples request all 16 devices).
         if self.multi_node:
             return self.instance.devices
-        return self.instance.devices_for_tp(self.tp_per_node)
+        return self.instance.devices_for_tp(self.cores_per_pod)
+
+    @property
+    def plugin_stack(self) -> Optional[PluginStackProfile]:
+        """The stack's profile when it is a vllm-neuron one (whose env and volumes differ), else None."""
+        return self.stack if isinstance(self.stack, PluginStackProfile) else None
 
     @property
     def efa_per_pod(self) -> int:
@@ -118,7 +143,8 @@ class ServicePlan:
         """The same plan, serving a previous artifact on the instance type it was built for: used while a new
         artifact compiles, so non-compile changes (replicas, resources, labels) still roll out meanwhile."""
         return replace(self, compile_spec=compile_spec, key=compile_key(compile_spec), instance=instance,
-                       tensor_parallel_size=compile_spec.tp_degree, nodes_per_replica=compile_spec.world_size)
+                       tensor_parallel_size=compile_spec.tp_degree, nodes_per_replica=compile_spec.world_size,
+                       stack=PROFILES.get(compile_spec.stack, self.stack))
 
 
 def compile_spec_from_annotation(text: Optional[str]) -> Optional[CompileSpec]:
@@ -165,33 +191,69 @@ def resolve_store(spec, config) -> ArtifactStore:
     raise ValueError("no artifact store: set spec.artifacts or the operator's default store")
 
 
+def compile_placement(spec, instance: InstanceType, stack: Stack, config, devices: int) -> CompilePlacement:
+    """CPU nodes when the stack compiles on CPU (and can, for this spec); else the target instance type."""
+    overrides = {"requests": dict(spec.runtime.compile_resources.requests),
+                 "limits": dict(spec.runtime.compile_resources.limits)}
+    speculative = spec.speculative_decoding is not None
+    if stack.features.cpu_compile and (not speculative or stack.features.cpu_compile_speculative):
+        size = cpu_compile_size(spec.model.uri)
+        return CompilePlacement(
+            on_cpu=True, resources=merge_resources(size.resources(), overrides),
+            node_selector=dict(config.compile_node_selector),
+            tolerations=tuple(dict(t) for t in config.compile_tolerations),
+            reason=f"cpu: {stack.id} compiles on CPU nodes; sized for {size.basis}")
+    if stack.features.cpu_compile:
+        reason = (f"neuron: {stack.id} cannot compile speculative decoding on CPU "
+                  "(vllm-neuron design/compilation/cpu_compilation.md Limitations), so it compiles on "
+                  f"{instance.name}")
+    else:
+        reason = f"neuron: {stack.id} compiles on the target instance type ({instance.name}, LNC={instance.lnc})"
+    # The seed stack's compile pods have always taken the serving pods' resource overrides; compileResources wins.
+    serving = {"requests": dict(spec.runtime.resources.requests), "limits": dict(spec.runtime.resources.limits)}
+    resources = merge_resources(merge_resources(default_resources(instance, devices), serving), overrides)
+    return CompilePlacement(on_cpu=False, resources=resources, reason=reason)
+
+
 def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config) -> ServicePlan:
     """Resolve a validated spec (api.spec.NeuronInferenceServiceSpec) into a ServicePlan."""
-    from .compile_inputs import compile_spec_for  # local: compile_inputs imports the api models
+    from .compile_inputs import compile_spec_for, extra_args_split  # local: compile_inputs imports the api models
+    from .validation import resolve_stack
 
-    compile_spec = compile_spec_for(spec, catalog, config.stack)
+    instance = catalog.get(spec.instance_type)
+    stack_id = resolve_stack(spec, instance, config)
+    stack = PROFILES[stack_id]
+    compile_spec = compile_spec_for(spec, catalog, stack_id)
     runtime = spec.runtime
     token = spec.model.token_secret_ref
-    serve_config = {
+    serve_config: dict[str, Any] = {
         "port": C.HTTP_PORT,
         "served_model_name": spec.engine.served_model_name or served_model_name(name, spec.model.uri),
-        "extra_args": [str(a) for a in spec.engine.extra_args],
+        "extra_args": list(extra_args_split(spec, stack_id)[1]),
         "enable_lora": bool(spec.lora_adapters),
         "max_loras": len(spec.lora_adapters) or None,
     }
+    if isinstance(stack, PluginStackProfile):
+        # The engine's own start-up waits follow the startup probe (the 2.23 runtime has no such setting).
+        serve_config["startup_timeout_seconds"] = runtime.startup_timeout_seconds
+    per_node = spec.tensor_parallel_size // spec.nodes_per_replica
+    devices = instance.devices if spec.nodes_per_replica > 1 else instance.devices_for_tp(
+        per_node * spec.data_parallel_size)
     return ServicePlan(
         name=name,
         namespace=namespace,
         uid=uid,
-        instance=catalog.get(spec.instance_type),
+        instance=instance,
         tensor_parallel_size=spec.tensor_parallel_size,
         nodes_per_replica=spec.nodes_per_replica,
         replicas=spec.replicas,
         compile_spec=compile_spec,
         key=compile_key(compile_spec),
         store=resolve_store(spec, config),
-        image=runtime.image or config.runtime_image,
+        image=runtime.image or config.image_for(stack_id),
         serve_config=serve_config,
+        stack=stack,
+        compile_placement=compile_placement(spec, instance, stack, config, devices),
         image_pull_policy=runtime.image_pull_policy,
         image_pull_secrets=tuple(s.name for s in runtime.image_pull_secrets),
         resources={"requests": dict(runtime.resources.requests), "limits": dict(runtime.resources.limits)},

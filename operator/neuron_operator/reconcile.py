@@ -31,7 +31,8 @@ from .conditions import JOB_SUCCEEDED, StatusInputs, compute_status
 from .config import OperatorConfig
 from .kube import ApiError, KubeClient
 from .naming import compile_job_name, serving_name
-from .observe import observe_compile, observe_deployment, serving_compile_spec, serving_instance_type
+from .observe import (compile_summary, observe_compile, observe_deployment, serving_compile_spec,
+                      serving_instance_type)
 from .plan import ArtifactStore, ServicePlan, plan_for
 from .validation import Problem, validate
 from .groups import groups_of, observe_groups, reconcile_groups
@@ -61,11 +62,6 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
-class _Defaults:
-    artifacts: Optional[ArtifactStore]
-
-
 # A child applied with identical content is re-applied at the latest after this long, so drift someone else
 # introduces in fields we own is corrected; in between, unchanged children cost no API request at all.
 REAPPLY_AFTER_SECONDS = 600.0
@@ -82,8 +78,6 @@ class Reconciler:
         # (kind, namespace, name) -> (hash of the manifest we applied, the object's generation, when, manifest)
         self._applied: dict[tuple[str, str, str], tuple[str, Optional[int], float, dict]] = {}
         self._applied_lock = threading.Lock()
-        default_store = ArtifactStore.parse(config.default_artifact_store) if config.default_artifact_store else None
-        self.defaults = _Defaults(artifacts=default_store)
 
     # --- entry point -------------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str) -> PassResult:
@@ -99,7 +93,7 @@ class Reconciler:
 
         try:
             spec = parse_spec(obj.get("spec"))
-            problems = validate(spec, self.catalog, self.defaults)
+            problems = validate(spec, self.catalog, self.config)
         except InvalidSpecError as err:
             spec, problems = None, [Problem("spec", Reason.INVALID_SPEC, m) for m in err.messages]
         if problems:
@@ -144,7 +138,7 @@ class Reconciler:
             endpoint=endpoint_url(plan),
             selector=_selector_string(serving_selector(plan)),
         )
-        self._write_status(obj, inputs, result)
+        self._write_status(obj, inputs, result, compile_summary=lambda: compile_summary(self.client, namespace, job_name))
         return result
 
     # --- pieces --------------------------------------------------------------------------------------
@@ -261,7 +255,8 @@ class Reconciler:
             for key in [k for k in self._applied if k[1] == namespace and k[2] == name]:
                 del self._applied[key]
 
-    def _write_status(self, obj: dict, inputs: StatusInputs, result: PassResult) -> None:
+    def _write_status(self, obj: dict, inputs: StatusInputs, result: PassResult,
+                      compile_summary: Callable[[], str] = lambda: "") -> None:
         previous = obj.get("status") or {}
         status = compute_status(inputs, previous, self.now())
         result.phase = status.get("phase")
@@ -280,9 +275,10 @@ class Reconciler:
                 raise RetryLater("status conflict", delay=0.5) from None
             raise
         result.status_written = True
-        self._emit_transitions(obj, previous, status)
+        self._emit_transitions(obj, previous, status, compile_summary)
 
-    def _emit_transitions(self, obj: dict, previous: dict, status: dict) -> None:
+    def _emit_transitions(self, obj: dict, previous: dict, status: dict,
+                          compile_summary: Callable[[], str] = lambda: "") -> None:
         def cond(doc: dict, type_: str) -> tuple[Optional[str], Optional[str], str]:
             for c in doc.get("conditions") or []:
                 if c["type"] == type_:
@@ -294,7 +290,10 @@ class Reconciler:
             events.emit(self.client, obj, events.WARNING, stalled[1] or "Stalled", stalled[2])
         compiled, prev_compiled = cond(status, T.COMPILED), cond(previous, T.COMPILED)
         if compiled[0] == "True" and prev_compiled[:2] != compiled[:2]:
-            events.emit(self.client, obj, events.NORMAL, "Compiled", compiled[2])
+            # The compile pod's own summary (graphs, time; the runtime's termination message) only on the
+            # transition: one pod read per compile, and the condition message stays stable.
+            summary = compile_summary()
+            events.emit(self.client, obj, events.NORMAL, "Compiled", compiled[2] + (f" ({summary})" if summary else ""))
         ready, prev_ready = cond(status, T.READY), cond(previous, T.READY)
         if ready[0] != prev_ready[0] and ready[0] == "True":
             events.emit(self.client, obj, events.NORMAL, "Ready", ready[2])

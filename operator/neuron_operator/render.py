@@ -18,8 +18,6 @@ from .catalog import Catalog
 from .config import OperatorConfig
 from .plan import plan_for
 from .validation import validate
-from .reconcile import _Defaults
-from .plan import ArtifactStore
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"  # the real uid is assigned by the API server
 
@@ -40,8 +38,7 @@ def render_children(resource: dict[str, Any], catalog: Catalog, config: Operator
         spec = parse_spec(resource.get("spec"))
     except InvalidSpecError as err:
         raise RenderError(f"{name}: " + "; ".join(err.messages)) from None
-    default_store = ArtifactStore.parse(config.default_artifact_store) if config.default_artifact_store else None
-    problems = validate(spec, catalog, _Defaults(artifacts=default_store))
+    problems = validate(spec, catalog, config)
     if problems:
         raise RenderError(f"{name}: " + "; ".join(p.message for p in problems))
     plan = plan_for(name, meta.get("namespace") or namespace, meta.get("uid") or PLACEHOLDER_UID, spec, catalog, config)

@@ -1,4 +1,5 @@
-"""Spec checks that need the instance catalog, arithmetic, or free-form fields the CRD schema cannot see.
+"""Spec checks that need the instance catalog, the stack profiles, the operator's configuration, arithmetic, or
+free-form fields the CRD schema cannot see.
 
 :func:`validate` is pure: it returns every :class:`Problem` (field path, reason constant, message saying what
 to change) and the reconciler reports them as ``Stalled`` instead of creating children. It also repeats the
@@ -10,18 +11,21 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+
+from neuron_runtime import vllm_neuron
+from neuron_runtime.stacks import PROFILES, PluginStackProfile, Stack, stacks_for_family
 
 from neuron_operator.api.spec import (
     OPERATOR_OWNED_ARGS,
     OPERATOR_OWNED_OVERRIDE_KEYS,
     OPERATOR_OWNED_RESOURCES,
-    ArtifactsSpec,
+    STACK_FEATURE_RULES,
     NeuronInferenceServiceSpec,
     per_node_tp_choices,
 )
 from neuron_operator.api.status import Reason
-from neuron_operator.catalog import Catalog
+from neuron_operator.catalog import Catalog, InstanceType
+from neuron_operator.config import OperatorConfig
 
 MIN_MAX_MODEL_LEN = 128  # NxDI's smallest bucket; auto-bucketing starts at 128
 BUCKET_OVERRIDE_KEYS = ("context_encoding_buckets", "token_generation_buckets")
@@ -36,28 +40,53 @@ class Problem:
     message: str
 
 
-@dataclass(frozen=True)
-class OperatorDefaults:
-    """The operator-level settings validation depends on (built from the operator's configuration)."""
-
-    artifacts: ArtifactsSpec | None = None  # the default artifact store when a spec sets none
+def resolve_stack(spec: NeuronInferenceServiceSpec, instance: InstanceType, config: OperatorConfig) -> str | None:
+    """The stack id a service runs on: its own choice, else the operator's default for the instance family."""
+    return spec.runtime.stack or config.default_stack(instance.family)
 
 
-def validate(spec: NeuronInferenceServiceSpec, catalog: Catalog, operator_defaults: Any) -> list[Problem]:
-    """Every problem with ``spec`` on this catalog and operator configuration; empty when it can be served.
-
-    ``operator_defaults`` is anything with an ``artifacts`` attribute (e.g. :class:`OperatorDefaults`).
-    """
-    problems: list[Problem] = []
+def validate(spec: NeuronInferenceServiceSpec, catalog: Catalog, config: OperatorConfig) -> list[Problem]:
+    """Every problem with ``spec`` on this catalog and operator configuration; empty when it can be served."""
+    instance = catalog.get(spec.instance_type)
+    stack_problems, stack = _check_stack(spec, instance, config)
+    problems: list[Problem] = list(stack_problems)
     problems += _check_parallelism(spec, catalog)
     problems += _check_engine(spec)
-    problems += _check_overrides(spec)
+    if stack is not None:
+        problems += _check_overrides(spec, stack, instance)
+        problems += _check_extra_args(spec, stack)
     problems += _check_speculative(spec)
     problems += _check_uris(spec)
-    problems += _check_extra_args(spec)
     problems += _check_resources(spec)
-    problems += _check_artifacts(spec, operator_defaults)
+    problems += _check_artifacts(spec, config)
     return problems
+
+
+def _check_stack(spec: NeuronInferenceServiceSpec, instance: InstanceType,
+                 config: OperatorConfig) -> tuple[list[Problem], Stack | None]:
+    """The service's stack fits its instance family and every feature the spec uses; else say which would."""
+    fitting = stacks_for_family(instance.family)
+    stack_id = resolve_stack(spec, instance, config)
+    chosen = "spec.runtime.stack" if spec.runtime.stack else f"the operator's default stack for {instance.family}"
+    if stack_id is None:
+        return [Problem("spec.runtime.stack", Reason.INVALID_STACK,
+                        f"spec.runtime.stack: the operator has no default stack for {instance.family}; set "
+                        f"spec.runtime.stack to one of {', '.join(fitting) or 'none (no stack supports it)'}")], None
+    stack = PROFILES[stack_id]
+    if not stack.supports_family(instance.family):
+        return [Problem("spec.runtime.stack", Reason.INVALID_STACK,
+                        f"spec.runtime.stack: {stack_id} ({chosen}) does not run on {instance.name} ({instance.family});"
+                        f" stacks that fit {instance.family}: {', '.join(fitting)}")], None
+    problems = []
+    for feature in STACK_FEATURE_RULES:
+        if feature.used(spec) and stack_id not in feature.stacks:
+            would = [s for s in feature.stacks if s in fitting]
+            advice = (f"set spec.runtime.stack to {' or '.join(would)}" if would
+                      else f"no stack offers it on {instance.family}")
+            problems.append(Problem(
+                f"spec{feature.field}", Reason.UNSUPPORTED_BY_STACK,
+                f"spec{feature.field}: {feature.what} is not supported by stack {stack_id} ({chosen}); {advice}"))
+    return problems, stack
 
 
 def _check_parallelism(spec: NeuronInferenceServiceSpec, catalog: Catalog) -> list[Problem]:
@@ -86,6 +115,7 @@ def _check_parallelism(spec: NeuronInferenceServiceSpec, catalog: Catalog) -> li
         return problems
     per_node = tp // nodes
     choices = per_node_tp_choices(instance)
+    cores = per_node * spec.data_parallel_size
     if per_node not in instance.tp_degrees or per_node > instance.logical_cores:
         allowed = ", ".join(str(c) for c in choices)
         totals = ", ".join(str(c * nodes) for c in choices)
@@ -102,17 +132,20 @@ def _check_parallelism(spec: NeuronInferenceServiceSpec, catalog: Catalog) -> li
         )
         return problems
     try:
-        devices = instance.devices_for_tp(per_node)
+        devices = instance.devices_for_tp(cores)
     except ValueError as exc:
         devices, detail = None, str(exc)
     else:
         detail = f"{devices} devices"
+    what = (f"per-node degree {per_node}" if spec.data_parallel_size == 1 else
+            f"tensorParallelSize {per_node} x dataParallelSize {spec.data_parallel_size} = {cores} NeuronCores")
+    field = "spec.tensorParallelSize" if spec.data_parallel_size == 1 else "spec.dataParallelSize"
     if devices is None or devices not in instance.allowed_device_counts or devices > instance.devices:
         problems.append(
             Problem(
-                "spec.tensorParallelSize",
+                field,
                 Reason.INVALID_DEVICE_COUNT,
-                f"spec.tensorParallelSize: per-node degree {per_node} on {instance.name} needs {detail}; a pod may "
+                f"{field}: {what} on {instance.name} needs {detail}; a pod may "
                 f"request only {', '.join(str(c) for c in instance.allowed_device_counts)} of its "
                 f"{instance.devices} Neuron devices",
             )
@@ -133,7 +166,23 @@ def _check_engine(spec: NeuronInferenceServiceSpec) -> list[Problem]:
     return []
 
 
-def _check_overrides(spec: NeuronInferenceServiceSpec) -> list[Problem]:
+def _check_overrides(spec: NeuronInferenceServiceSpec, stack: Stack, instance: InstanceType) -> list[Problem]:
+    if isinstance(stack, PluginStackProfile):
+        return _check_plugin_overrides(spec, stack, instance)
+    return _check_nxdi_overrides(spec)
+
+
+def _check_plugin_overrides(spec: NeuronInferenceServiceSpec, stack: PluginStackProfile,
+                            instance: InstanceType) -> list[Problem]:
+    """The plugin's neuron_config vocabulary and bucket rules (one definition, shared with the runtime)."""
+    found = vllm_neuron.neuron_config_problems(
+        stack, spec.engine.override_neuron_config, family=instance.family, max_num_seqs=spec.engine.max_num_seqs,
+        max_model_len=spec.engine.max_model_len, max_num_batched_tokens=spec.engine.max_num_batched_tokens)
+    return [Problem(f"spec.engine.overrideNeuronConfig.{key}", Reason.INVALID_OVERRIDE,
+                    f"spec.engine.overrideNeuronConfig.{message}") for key, message in found]
+
+
+def _check_nxdi_overrides(spec: NeuronInferenceServiceSpec) -> list[Problem]:
     overrides = spec.engine.override_neuron_config
     problems = []
     for key, use_instead in OPERATOR_OWNED_OVERRIDE_KEYS.items():
@@ -195,7 +244,16 @@ def _check_speculative(spec: NeuronInferenceServiceSpec) -> list[Problem]:
                 "not support LoRA with speculative decoding); remove one of them",
             )
         )
-    if speculative.max_model_len is not None and speculative.max_model_len > spec.engine.max_model_len:
+    if speculative.method == "eagle3" and speculative.max_model_len is not None:
+        problems.append(
+            Problem(
+                "spec.speculativeDecoding.maxModelLen",
+                Reason.INVALID_SPECULATIVE_DECODING,
+                "spec.speculativeDecoding.maxModelLen: not used by eagle3 (the draft follows the target model); "
+                "remove it",
+            )
+        )
+    elif speculative.max_model_len is not None and speculative.max_model_len > spec.engine.max_model_len:
         problems.append(
             Problem(
                 "spec.speculativeDecoding.maxModelLen",
@@ -248,7 +306,8 @@ def _uri_problem(uri: str, revision_field: str | None) -> str | None:
     return None
 
 
-def _check_extra_args(spec: NeuronInferenceServiceSpec) -> list[Problem]:
+def _check_extra_args(spec: NeuronInferenceServiceSpec, stack: Stack) -> list[Problem]:
+    owned_by_stack = vllm_neuron.owned_flags(stack) if isinstance(stack, PluginStackProfile) else set()
     problems = []
     for i, arg in enumerate(spec.engine.extra_args):
         flag = arg.split("=", 1)[0]
@@ -261,29 +320,33 @@ def _check_extra_args(spec: NeuronInferenceServiceSpec) -> list[Problem]:
                     f"{OPERATOR_OWNED_ARGS[flag]} instead",
                 )
             )
+        elif flag in owned_by_stack:
+            problems.append(Problem(
+                f"spec.engine.extraArgs[{i}]", Reason.INVALID_EXTRA_ARGS,
+                f"spec.engine.extraArgs[{i}]: {flag} is not for stack {stack.id}: it is derived by the operator or "
+                "belongs to the previous stack's engine"))
     return problems
 
 
 def _check_resources(spec: NeuronInferenceServiceSpec) -> list[Problem]:
     problems = []
-    resources = spec.runtime.resources
-    for which, values in (("requests", resources.requests), ("limits", resources.limits)):
-        for name in values:
-            if name in OPERATOR_OWNED_RESOURCES:
-                problems.append(
-                    Problem(
-                        f"spec.runtime.resources.{which}",
-                        Reason.INVALID_RESOURCES,
-                        f"spec.runtime.resources.{which}: {name} is derived by the operator from spec.instanceType, "
-                        "spec.tensorParallelSize and spec.nodesPerReplica; remove it",
+    for field, resources in (("resources", spec.runtime.resources), ("compileResources", spec.runtime.compile_resources)):
+        for which, values in (("requests", resources.requests), ("limits", resources.limits)):
+            for name in values:
+                if name in OPERATOR_OWNED_RESOURCES:
+                    problems.append(
+                        Problem(
+                            f"spec.runtime.{field}.{which}",
+                            Reason.INVALID_RESOURCES,
+                            f"spec.runtime.{field}.{which}: {name} is derived by the operator from spec.instanceType, "
+                            "spec.tensorParallelSize and spec.nodesPerReplica; remove it",
+                        )
                     )
-                )
     return problems
 
 
-def _check_artifacts(spec: NeuronInferenceServiceSpec, operator_defaults: Any) -> list[Problem]:
-    store = spec.artifacts or getattr(operator_defaults, "artifacts", None)
-    if store is None:
+def _check_artifacts(spec: NeuronInferenceServiceSpec, config: OperatorConfig) -> list[Problem]:
+    if spec.artifacts is None and not config.default_artifact_store:
         return [
             Problem(
                 "spec.artifacts",

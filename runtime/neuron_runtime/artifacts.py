@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from neuron_runtime import __version__, constants, s3_transfer
 from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.errors import ArtifactError, CompileError
-from neuron_runtime.stacks import StackProfile
+from neuron_runtime.stacks import ENGINE_VLLM_NEURON, NxdiStackProfile, Stack
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def read_manifest(directory: str) -> Optional[Dict[str, Any]]:
         return None
 
 
-def missing_files(directory: str, profile: StackProfile, neuron_config: Mapping[str, Any]) -> list:
+def missing_files(directory: str, profile: NxdiStackProfile, neuron_config: Mapping[str, Any]) -> list:
     """NxDI files a loadable artifact needs that ``directory`` lacks."""
     required = [profile.neuron_config_file, profile.compiled_model_file]
     if neuron_config.get("save_sharded_checkpoint"):
@@ -153,6 +153,17 @@ def missing_files(directory: str, profile: StackProfile, neuron_config: Mapping[
             ranks = range(neuron_config.get("world_size") or neuron_config.get("tp_degree") or 1)
         required += [profile.sharded_weights_file.format(rank=r) for r in ranks]
     return [rel for rel in required if not os.path.isfile(os.path.join(directory, *rel.split("/")))]
+
+
+def artifact_problems(directory: str, profile: Stack, manifest: Mapping[str, Any]) -> list:
+    """What a loadable artifact of ``profile``'s engine needs that ``directory`` lacks (relative paths)."""
+    if profile.engine == ENGINE_VLLM_NEURON:
+        # The plugin's remote cache: one directory per compiled graph, listed in our manifest when it was published.
+        entries = manifest.get("cache_entries") or []
+        if not entries:
+            return ["any compiled graph (the manifest lists no cache entries)"]
+        return [e for e in entries if not os.path.isdir(os.path.join(directory, e))]
+    return missing_files(directory, profile, manifest.get("neuron_config") or {})
 
 
 def verify_group_manifest(key_dir: str, key: str, spec: CompileSpec) -> Dict[str, Any]:
@@ -172,7 +183,7 @@ def verify_group_manifest(key_dir: str, key: str, spec: CompileSpec) -> Dict[str
 
 
 def verify_artifact_dir(
-    directory: str, key: str, spec: CompileSpec, profile: StackProfile, rank: Optional[int] = None
+    directory: str, key: str, spec: CompileSpec, profile: NxdiStackProfile, rank: Optional[int] = None
 ) -> Dict[str, Any]:
     """Check that ``directory`` holds the complete artifact for ``key`` (for node ``rank`` of a multi-node group
     when given); returns its manifest.
@@ -211,7 +222,7 @@ def verify_artifact_dir(
     return manifest
 
 
-def _compiled_neuron_config(directory: str, profile: StackProfile) -> Dict[str, Any]:
+def _compiled_neuron_config(directory: str, profile: NxdiStackProfile) -> Dict[str, Any]:
     path = os.path.join(directory, profile.neuron_config_file)
     try:
         with open(path, encoding="utf-8") as f:
@@ -267,10 +278,10 @@ def _move_into_place(staging: str, final: str, published: Callable[[], bool]) ->
     return PUBLISHED
 
 
-def _build_into(staging: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile):
+def _build_into(staging: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: Stack):
     build(staging)
     manifest = make_manifest()
-    missing = missing_files(staging, profile, manifest.get("neuron_config") or {})
+    missing = artifact_problems(staging, profile, manifest)
     if missing:
         raise CompileError(f"compile finished but its output lacks {missing}")
     write_manifest(staging, manifest)  # last: from here on the directory counts as complete
@@ -294,7 +305,7 @@ class LocalStore:
         return manifest if manifest is not None and manifest.get("key") == key else None
 
     def publish(
-        self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+        self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: Stack
     ) -> str:
         if self.lookup(key):
             return CACHE_HIT
@@ -320,7 +331,7 @@ class LocalStore:
         return manifest if ok else None
 
     def publish_rank(
-        self, key: str, rank: int, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+        self, key: str, rank: int, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: Stack
     ) -> str:
         """Like publish(), into ``<key>/rank-<r>``; ``<key>/`` itself is a plain directory shared by the ranks."""
         if self.lookup_rank(key, rank):
@@ -407,7 +418,7 @@ class S3Store:
         return manifest if manifest is not None and manifest.get("key") == key else None
 
     def publish(
-        self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+        self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: Stack
     ) -> str:
         if self.lookup(key):
             return CACHE_HIT
@@ -437,7 +448,7 @@ class S3Store:
         return manifest if ok else None
 
     def publish_rank(
-        self, key: str, rank: int, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: StackProfile
+        self, key: str, rank: int, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: Stack
     ) -> str:
         if self.lookup_rank(key, rank):
             return CACHE_HIT

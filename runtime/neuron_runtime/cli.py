@@ -23,14 +23,15 @@ EPILOG = (
     f"exit codes: {constants.EXIT_FAILURE} compile or runtime failure, {constants.EXIT_BAD_SPEC} bad spec / key "
     f"mismatch / wrong stack, {constants.EXIT_ARTIFACT_INVALID} compiled artifacts missing or invalid, "
     f"{constants.EXIT_RENDEZVOUS_TIMEOUT} multi-node group did not form in time, {constants.EXIT_PEER_LOST} "
-    "multi-node group lost a member; serve otherwise exits with the server's code"
+    f"multi-node group lost a member, {constants.EXIT_CACHE_MISS} compile-cache miss while serving cache-hit-only; "
+    "serve otherwise exits with the server's code"
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuron-runtime",
-        description="Compile models with NxD Inference and serve them with vLLM on AWS Neuron.",
+        description="Compile models for AWS Neuron and serve them with vLLM (stack profiles: see neuron_runtime.stacks).",
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -35,15 +35,15 @@ from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import Contract, local_artifacts_dir
 from neuron_runtime.errors import CompileError, ModelSourceError, RuntimeFailure, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, draft_neuron_config_updates, sorted_adapters
-from neuron_runtime.stacks import StackProfile, check_installed_stack, installed_versions
+from neuron_runtime.stacks import ENGINE_VLLM_NEURON, NxdiStackProfile, check_installed_stack, installed_versions
 
 log = logging.getLogger(__name__)
 
 # (spec, profile, model_path, model_config, neuron_config_kwargs, draft_path, staging_dir) -> None
-CompileFn = Callable[[CompileSpec, StackProfile, str, Mapping[str, Any], Dict[str, Any], Optional[str], str], None]
+CompileFn = Callable[[CompileSpec, NxdiStackProfile, str, Mapping[str, Any], Dict[str, Any], Optional[str], str], None]
 
 
-def select_model_class(architectures: Sequence[str], profile: StackProfile) -> Tuple[str, str, str]:
+def select_model_class(architectures: Sequence[str], profile: NxdiStackProfile) -> Tuple[str, str, str]:
     """(architecture, NxDI module, class) for the first supported architecture, like F23
     neuronx_distributed.py _get_model_architecture."""
     for arch in architectures:
@@ -68,14 +68,14 @@ def read_model_config(model_dir: str) -> Dict[str, Any]:
     return data
 
 
-def compile_env(spec: CompileSpec, profile: StackProfile) -> Dict[str, str]:
+def compile_env(spec: CompileSpec, profile: NxdiStackProfile) -> Dict[str, str]:
     """Env the compile needs in-process: NxDI reads the LNC env var before the kwarg (NX3 models/config.py)."""
     return {profile.env_logical_nc_config: str(spec.lnc)}
 
 
 def nxdi_compile(
     spec: CompileSpec,
-    profile: StackProfile,
+    profile: NxdiStackProfile,
     model_path: str,
     model_config: Mapping[str, Any],
     neuron_config_kwargs: Dict[str, Any],
@@ -189,6 +189,10 @@ def run_compile(
     compile_fn: CompileFn = nxdi_compile,
     s3_client: Any = None,
 ) -> int:
+    if contract.profile.engine == ENGINE_VLLM_NEURON:
+        from neuron_runtime import vllm_neuron_run
+
+        return vllm_neuron_run.run_compile(contract, env, dry_run=dry_run, out=out, s3_client=s3_client)
     spec, key, profile = contract.spec, contract.key, contract.profile
     rank = compile_rank(env, spec)
     if dry_run:

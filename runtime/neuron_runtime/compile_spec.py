@@ -23,6 +23,11 @@ KEY_HEX_CHARS = 20  # 80 bits: collision-safe for a cache, short enough for chil
 LOAD_ONLY_OVERRIDE_KEYS = frozenset({"skip_warmup", "start_rank_id", "local_ranks_size"})
 
 
+# Fields added after key schema 1 was fixed: left out of the serialized spec (and so of the hashed document) while
+# they hold their default, so every artifact compiled before they existed keeps its key.
+FIELDS_OMITTED_AT_DEFAULT = {"data_parallel_size": 1, "max_num_batched_tokens": None, "engine_args": ()}
+
+
 @dataclass(frozen=True)
 class LoraAdapter:
     name: str
@@ -34,7 +39,7 @@ class SpeculativeConfig:
     model_uri: str
     num_speculative_tokens: int
     max_model_len: Optional[int] = None
-    method: str = "draft"  # "draft" (fused speculation) or "eagle"
+    method: str = "draft"  # "draft" (fused speculation) or "eagle" (stack 2.23); "eagle3" (vllm-neuron)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,14 @@ class CompileSpec:
     lora_adapters: tuple[LoraAdapter, ...] = ()
     max_lora_rank: Optional[int] = None
     speculative: Optional[SpeculativeConfig] = None
+    # Engine replicas in one serving process group (vLLM --data-parallel-size; vllm-neuron stacks only). The plugin's
+    # cache key includes the TP rank lists, so graphs compiled for one DP size do not serve another.
+    data_parallel_size: int = 1
+    # vLLM --max-num-batched-tokens (vllm-neuron stacks only): sizes the prefill graphs.
+    max_num_batched_tokens: Optional[int] = None
+    # Extra engine flags (vllm-neuron stacks only): the compile runs the serving command line, so every flag that
+    # reaches the engine shapes the compiled graphs (e.g. --block-size, --kv-cache-dtype).
+    engine_args: tuple[str, ...] = ()
 
     @property
     def local_tp(self) -> int:
@@ -62,7 +75,13 @@ class CompileSpec:
         return {k: v for k, v in self.override_neuron_config.items() if k not in LOAD_ONLY_OVERRIDE_KEYS}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name, default in FIELDS_OMITTED_AT_DEFAULT.items():
+            if data.get(name) == default:
+                del data[name]
+            elif isinstance(data.get(name), tuple):
+                data[name] = list(data[name])  # JSON's shape, so to_dict() == from_json(to_json()).to_dict()
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -74,6 +93,7 @@ class CompileSpec:
         spec = data.get("speculative")
         data["speculative"] = SpeculativeConfig(**spec) if spec else None
         data["override_neuron_config"] = dict(data.get("override_neuron_config") or {})
+        data["engine_args"] = tuple(data.get("engine_args") or ())
         return cls(**data)
 
     @classmethod

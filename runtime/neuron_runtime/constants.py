@@ -65,6 +65,11 @@ ENV_FAKE_ENGINE_EXIT = "NEURON_RUNTIME_FAKE_ENGINE_EXIT"  # "<seconds>:<code>": 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 DEFAULT_LOCAL_ARTIFACTS = "/var/lib/neuron-runtime/artifacts"
 DEFAULT_MODEL_CACHE = "/var/lib/neuron-runtime/models"
+# vllm-neuron stacks: the engine's local cache root (VLLM_CACHE_ROOT, an emptyDir) and the Prometheus multiprocess
+# directory (recreated empty at every start: vllm-neuron design/vllm/metrics.md "wipe between server restarts").
+ENV_ENGINE_CACHE = "NEURON_RUNTIME_ENGINE_CACHE"
+DEFAULT_ENGINE_CACHE = "/var/lib/neuron-runtime/engine-cache"
+PROMETHEUS_DIR_NAME = "prometheus-multiproc"
 # The operator mounts PersistentVolumeClaim <claim> of a pvc://<claim>/<path> URI here.
 PVC_MOUNT_ROOT = "/var/lib/neuron-operator/models"
 
@@ -87,3 +92,6 @@ EXIT_BAD_SPEC = 2  # malformed spec/serve config, artifact key mismatch, unsuppo
 EXIT_ARTIFACT_INVALID = 3  # serve: compiled artifacts missing, incomplete or for another key
 EXIT_RENDEZVOUS_TIMEOUT = 4  # multi-node serve: the group did not form within NEURON_OPERATOR_RENDEZVOUS_TIMEOUT
 EXIT_PEER_LOST = 5  # multi-node serve: a formed group lost a member (worker: "lost leader"); restart the group
+# serve (vllm-neuron stacks): a graph the engine needs is not in the compiled artifact, and serving is cache-hit-only,
+# so the pod ends instead of compiling on the Neuron node. Restarting cannot help; the operator reports Stalled.
+EXIT_CACHE_MISS = 6

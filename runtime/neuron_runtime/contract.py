@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Tuple
 from neuron_runtime import constants
 from neuron_runtime.compile_spec import CompileSpec, compile_key
 from neuron_runtime.errors import SpecError
-from neuron_runtime.stacks import StackProfile, get_profile
+from neuron_runtime.stacks import Stack, get_profile
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,10 @@ class Contract:
     spec: CompileSpec
     key: str
     store: str  # local directory or s3://bucket/prefix
-    profile: StackProfile
+    profile: Stack
+
+
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 1800  # the operator's default spec.runtime.startupTimeoutSeconds
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,12 @@ class ServeConfig:
     extra_args: Tuple[str, ...] = field(default_factory=tuple)
     enable_lora: bool = False
     max_loras: Optional[int] = None
+    # spec.runtime.startupTimeoutSeconds: the engine's own start-up waits follow the pod's startup probe budget.
+    startup_timeout_seconds: int = DEFAULT_STARTUP_TIMEOUT_SECONDS
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ServeConfig":
-        known = {"port", "served_model_name", "extra_args", "enable_lora", "max_loras"}
+        known = {"port", "served_model_name", "extra_args", "enable_lora", "max_loras", "startup_timeout_seconds"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"{constants.ENV_SERVE_CONFIG} has unknown fields {unknown}")
@@ -49,12 +54,17 @@ class ServeConfig:
             raise SpecError(f"{constants.ENV_SERVE_CONFIG}.max_loras must be a positive integer, got {max_loras!r}")
         if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
             raise SpecError(f"{constants.ENV_SERVE_CONFIG}.extra_args must be a list of strings")
+        startup = data.get("startup_timeout_seconds", DEFAULT_STARTUP_TIMEOUT_SECONDS)
+        if not isinstance(startup, int) or isinstance(startup, bool) or startup < 1:
+            raise SpecError(f"{constants.ENV_SERVE_CONFIG}.startup_timeout_seconds must be a positive integer, "
+                            f"got {startup!r}")
         return cls(
             port=port,
             served_model_name=data.get("served_model_name") or None,
             extra_args=tuple(extra),
             enable_lora=bool(data.get("enable_lora", False)),
             max_loras=max_loras,
+            startup_timeout_seconds=startup,
         )
 
 

@@ -51,6 +51,12 @@ class PeerLost(RuntimeFailure):
     exit_code = constants.EXIT_PEER_LOST
 
 
+class CacheMiss(RuntimeFailure):
+    """Cache-hit-only serving found a graph missing from the compiled artifact (vllm-neuron stacks)."""
+
+    exit_code = constants.EXIT_CACHE_MISS
+
+
 class Terminated(RuntimeFailure):
     """SIGTERM/SIGINT arrived before the engine ran (e.g. the pod was deleted during the rendezvous)."""
 

@@ -1,6 +1,6 @@
 """TEST HOOK: a stand-in for the engine, so multi-node groups can be tested as real processes without Neuron or vLLM.
 
-Used only when NEURON_RUNTIME_TEST_MODE=1 and NEURON_RUNTIME_FAKE_ENGINE=1 (multinode.engine_command); never in a
+Used only when NEURON_RUNTIME_TEST_MODE=1 and NEURON_RUNTIME_FAKE_ENGINE=1 (testhooks.engine_command); never in a
 real pod. ``python -m neuron_runtime.fake_engine --role leader|worker --host H --port P -- <the real engine argv>``:
 
   - writes {"role", "argv", "env"} as JSON to $NEURON_RUNTIME_FAKE_ENGINE_RECORD when set (tests assert on the real
@@ -9,12 +9,20 @@ real pod. ``python -m neuron_runtime.fake_engine --role leader|worker --host H -
   - worker: just stays alive (the runtime itself serves the worker's /health);
   - exits 0 on SIGTERM/SIGINT, by itself after $NEURON_RUNTIME_FAKE_ENGINE_EXIT="<seconds>:<code>", and when its
     parent (the runtime, --parent-pid) is gone, even if that happened before it started, so a test that SIGKILLs a
-    runtime leaves no orphan behind.
+    runtime leaves no orphan behind;
+  - vllm-neuron stacks (the engine argv carries --additional-config or the env VLLM_CACHE_ROOT): behaves like the
+    plugin's compile cache. Its "graphs" are named from the engine-relevant argv (server-only flags, port, host and
+    served name left out), so compile and serve agree exactly when the real engine would. Without
+    VLLM_NEURON_DISABLE_WARMUP_COMPILE=1 it "compiles": it writes the graphs into the local cache
+    ($VLLM_CACHE_ROOT/neuron/compile_cache/<32 hex>/) and promotes the first one into NEURON_LIBTORCH_REMOTE_CACHE
+    (the runtime must promote the rest). With it, a graph missing from the local cache is a fatal RuntimeError, as
+    the plugin's cache-hit-only mode reports it, and the process exits 1 before serving.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -26,6 +34,48 @@ from typing import List, Optional
 
 from neuron_runtime import constants
 
+PLUGIN_GRAPHS = 3  # graphs one fake compile produces
+_METRICS = {"text": "fake_engine_up 1\n"}
+
+
+def plugin_graph_names(engine_argv: List[str]) -> List[str]:
+    from neuron_runtime import vllm_neuron
+    from neuron_runtime.stacks import NEURON_2_32_VLLM_NEURON_0_24 as profile
+
+    ignored = set(profile.server_only_flags) | {"--port", "--host", "--served-model-name"}
+    relevant = [t for flag, tokens in vllm_neuron.flag_groups(engine_argv[3:]) if flag not in ignored for t in tokens]
+    seed = json.dumps(relevant)
+    return [hashlib.md5(f"{seed}#{i}".encode(), usedforsecurity=False).hexdigest() for i in range(PLUGIN_GRAPHS)]
+
+
+def plugin_cache(engine_argv: List[str]) -> int:
+    """The compile-cache behaviour of the vllm-neuron plugin (see the module docstring). Returns an exit code."""
+    cache_root = os.environ.get("VLLM_CACHE_ROOT")
+    if not cache_root:
+        return 0
+    local = os.path.join(cache_root, "neuron", "compile_cache")
+    names = plugin_graph_names(engine_argv)
+    if os.environ.get("VLLM_NEURON_DISABLE_WARMUP_COMPILE") == "1":
+        for name in names:
+            if not os.path.isdir(os.path.join(local, name)):
+                print(f"RuntimeError: VLLM_NEURON_DISABLE_WARMUP_COMPILE: local compile cache miss for key {name}. "
+                      "All graphs must be pre-compiled when warmup compilation is disabled.", file=sys.stderr,
+                      flush=True)
+                return 1
+        return 0
+    for name in names:
+        os.makedirs(os.path.join(local, name), exist_ok=True)
+        with open(os.path.join(local, name, "model.neff"), "wb") as f:
+            f.write(name.encode())
+    remote = os.environ.get("NEURON_LIBTORCH_REMOTE_CACHE")
+    if remote:
+        os.makedirs(os.path.join(remote, names[0]), exist_ok=True)
+        with open(os.path.join(remote, names[0], "model.neff"), "wb") as f:
+            f.write(names[0].encode())
+    _METRICS["text"] += "".join(f'vllm_neuron:compilation_time_seconds{{bucket_name="b{i}"}} 1.5\n'
+                                for i in range(PLUGIN_GRAPHS))
+    return 0
+
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
@@ -33,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/health":
             self._reply(200, "text/plain", "ok\n")
         elif path == "/metrics":
-            self._reply(200, "text/plain", "fake_engine_up 1\n")
+            self._reply(200, "text/plain", _METRICS["text"])
         elif path == "/v1/models":
             self._reply(200, "application/json", json.dumps({"object": "list", "data": [{"id": "fake"}]}))
         else:
@@ -70,6 +120,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"role": args.role, "argv": engine_argv, "env": dict(os.environ)}, f)
         os.replace(tmp, record)
+
+    if args.role == "leader":
+        code = plugin_cache(engine_argv)
+        if code:
+            return code
 
     stop = threading.Event()
     result = {"code": 0}

@@ -35,17 +35,17 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
 from neuron_runtime import artifacts, constants, rendezvous
+from neuron_runtime.testhooks import engine_command
 from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
 from neuron_runtime.errors import PeerLost, RuntimeFailure, SpecError, Terminated
 from neuron_runtime.neuron_config import build_neuron_config_kwargs
-from neuron_runtime.stacks import MultiNodeSettings, StackProfile
+from neuron_runtime.stacks import MultiNodeSettings, NxdiStackProfile
 from neuron_runtime.topology import NodeRole
 
 log = logging.getLogger(__name__)
 
 ENGINE_STOP_GRACE_SECONDS = 20.0  # SIGTERM -> SIGKILL when the group is lost
-FAKE_ENGINE_MODULE = "neuron_runtime.fake_engine"
 
 
 @dataclass(frozen=True)
@@ -149,14 +149,14 @@ def check_own_identity(group: GroupConfig, hostname: str) -> None:
             )
 
 
-def _settings(profile: StackProfile) -> MultiNodeSettings:
+def _settings(profile: NxdiStackProfile) -> MultiNodeSettings:
     if profile.multi_node is None:
         raise SpecError(f"stack {profile.id} cannot serve a model across nodes; use world_size 1")
     return profile.multi_node
 
 
 # Names the runtime derives from the contract and always sets; a different value on the pod is overridden (warned).
-def forced_names(profile: StackProfile) -> Tuple[str, ...]:
+def forced_names(profile: NxdiStackProfile) -> Tuple[str, ...]:
     mn = _settings(profile)
     return (
         profile.env_multi_node, profile.env_rank_id, profile.env_world_size, mn.env_master_addr, mn.env_local_tp,
@@ -167,7 +167,7 @@ def forced_names(profile: StackProfile) -> Tuple[str, ...]:
 def build_multinode_env(
     base_env: Mapping[str, str],
     spec: CompileSpec,
-    profile: StackProfile,
+    profile: NxdiStackProfile,
     artifact_dir: str,
     group: GroupConfig,
 ) -> Dict[str, str]:
@@ -204,7 +204,7 @@ def _single_node_env(base_env, spec, profile, artifact_dir):
     return build_serve_env(base_env, spec, profile, artifact_dir)
 
 
-def env_overrides(base_env: Mapping[str, str], env: Mapping[str, str], profile: StackProfile) -> List[str]:
+def env_overrides(base_env: Mapping[str, str], env: Mapping[str, str], profile: NxdiStackProfile) -> List[str]:
     """Pod-level values of contract-derived variables that the runtime replaced (for a warning)."""
     return [
         f"{name}={base_env[name]!r} on the pod, using {env[name]!r}"
@@ -214,7 +214,7 @@ def env_overrides(base_env: Mapping[str, str], env: Mapping[str, str], profile: 
 
 
 def build_leader_argv(
-    spec: CompileSpec, serve_config: ServeConfig, profile: StackProfile, group: GroupConfig, **kw
+    spec: CompileSpec, serve_config: ServeConfig, profile: NxdiStackProfile, group: GroupConfig, **kw
 ) -> List[str]:
     """vLLM's OpenAI server, exactly as on a single node plus this rank's override_neuron_config keys. Pure.
 
@@ -229,7 +229,7 @@ def build_leader_argv(
 
 
 def build_worker_argv(
-    spec: CompileSpec, serve_config: ServeConfig, profile: StackProfile, group: GroupConfig, **kw
+    spec: CompileSpec, serve_config: ServeConfig, profile: NxdiStackProfile, group: GroupConfig, **kw
 ) -> List[str]:
     """The engine worker: the leader's flags (same parser, same engine config) under our worker module. Pure."""
     from neuron_runtime.serve import build_server_argv
@@ -244,19 +244,6 @@ def rank_artifact_dir(contract: Contract, env: Mapping[str, str], rank: int) -> 
     copy ``<NEURON_OPERATOR_LOCAL_ARTIFACTS>/<key>/rank-<r>`` for S3. Pure."""
     root = local_artifacts_dir(env) if contract.store.startswith("s3://") else contract.store
     return os.path.join(root, contract.key, artifacts.rank_dir_name(rank))
-
-
-def fake_engine_enabled(env: Mapping[str, str]) -> bool:
-    return rendezvous.test_mode(env) and env.get(constants.ENV_FAKE_ENGINE) == "1"
-
-
-def engine_command(argv: List[str], env: Mapping[str, str], role: str, host: str, port: int) -> List[str]:
-    """``argv``, or under the TEST HOOK NEURON_RUNTIME_FAKE_ENGINE the fake engine, which gets ``argv`` to record."""
-    if not fake_engine_enabled(env):
-        return argv
-    log.warning("TEST MODE: running the fake engine instead of %s", " ".join(argv[:3]))
-    return [argv[0], "-m", FAKE_ENGINE_MODULE, "--role", role, "--host", host, "--port", str(port),
-            "--parent-pid", str(os.getpid()), "--", *argv]  # fmt: skip
 
 
 def rendezvous_port(env: Mapping[str, str]) -> int:

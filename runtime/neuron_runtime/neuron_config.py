@@ -20,7 +20,7 @@ from neuron_runtime import constants
 from neuron_runtime.compile_spec import LOAD_ONLY_OVERRIDE_KEYS, CompileSpec, LoraAdapter
 from neuron_runtime.errors import SpecError
 from neuron_runtime.model_source import local_model_path
-from neuron_runtime.stacks import StackProfile
+from neuron_runtime.stacks import NxdiStackProfile
 from neuron_runtime.topology import SINGLE_NODE, NodeRole
 
 RULES_VLLM_0_7_2 = "vllm-0.7.2-nxdi"
@@ -38,7 +38,7 @@ def sorted_adapters(spec: CompileSpec) -> Tuple[LoraAdapter, ...]:
 
 
 def resolve_torch_dtype(
-    requested: str, profile: StackProfile, model_config: Optional[Mapping[str, Any]] = None
+    requested: str, profile: NxdiStackProfile, model_config: Optional[Mapping[str, Any]] = None
 ) -> Optional[str]:
     """The NxDI torch_dtype vLLM ends up with for ``--dtype requested``.
 
@@ -67,7 +67,7 @@ def resolve_torch_dtype(
         raise SpecError(f"dtype auto: the model's config.json has unsupported torch_dtype {config_dtype!r}") from None
 
 
-def validate_spec(spec: CompileSpec, profile: StackProfile) -> None:
+def validate_spec(spec: CompileSpec, profile: NxdiStackProfile) -> None:
     """Reject combinations the pinned stack cannot compile or serve, with a message saying what to change."""
 
     def positive_int(name: str, value: Any) -> None:
@@ -115,7 +115,7 @@ def speculation_flags(spec: CompileSpec) -> Dict[str, bool]:
 
 def lora_serving_config(
     spec: CompileSpec,
-    profile: StackProfile,
+    profile: NxdiStackProfile,
     target_modules: Optional[List[str]],
     *,
     model_cache: str,
@@ -183,7 +183,7 @@ def _speculation_defaults(spec: CompileSpec, torch_dtype: Optional[str]) -> Dict
 
 def build_neuron_config_kwargs(
     spec: CompileSpec,
-    profile: StackProfile,
+    profile: NxdiStackProfile,
     *,
     model_config: Optional[Mapping[str, Any]] = None,
     model_cache: str = constants.DEFAULT_MODEL_CACHE,

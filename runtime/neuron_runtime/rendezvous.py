@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from neuron_runtime import constants
 from neuron_runtime.errors import PeerLost, RendezvousTimeout
+from neuron_runtime.testhooks import test_mode
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,6 @@ def test_hosts_resolver(setting: str) -> Resolver:
         return from_file
     table = parse_hosts(setting)
     return lambda name: list(table.get(name, []))
-
-
-def test_mode(env: Mapping[str, str]) -> bool:
-    return env.get(constants.ENV_TEST_MODE) == "1"
 
 
 def resolver_from_env(env: Mapping[str, str]) -> Resolver:

@@ -29,8 +29,9 @@ from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
 from neuron_runtime.errors import ArtifactError, RuntimeFailure, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, serve_override_neuron_config, sorted_adapters
-from neuron_runtime.stacks import StackProfile, installed_versions
+from neuron_runtime.stacks import ENGINE_VLLM_NEURON, NxdiStackProfile, installed_versions
 from neuron_runtime.termination import write_termination_message
+from neuron_runtime.testhooks import engine_command
 from neuron_runtime.topology import SINGLE_NODE, NodeRole
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def build_serve_env(
     base_env: Mapping[str, str],
     spec: CompileSpec,
-    profile: StackProfile,
+    profile: NxdiStackProfile,
     artifact_dir: str,
 ) -> Dict[str, str]:
     """The single-node server's environment: ``base_env`` plus the stack's Neuron/vLLM settings. Pure.
@@ -73,7 +74,7 @@ def lora_module_arg(name: str, path: str) -> str:
     return f"{name}={path}"
 
 
-def _owned_flags(profile: StackProfile) -> set:
+def _owned_flags(profile: NxdiStackProfile) -> set:
     f = profile.flags
     return {
         f.model, f.port, f.tensor_parallel_size, f.max_num_seqs, f.max_model_len, f.dtype, f.device,
@@ -85,7 +86,7 @@ def _owned_flags(profile: StackProfile) -> set:
 def build_server_argv(
     spec: CompileSpec,
     serve_config: ServeConfig,
-    profile: StackProfile,
+    profile: NxdiStackProfile,
     *,
     model_path: str,
     adapter_paths: Mapping[str, str],
@@ -151,7 +152,7 @@ def serving_artifact_dir(contract: Contract, env: Mapping[str, str]) -> str:
     return os.path.join(contract.store, contract.key)
 
 
-def version_drift(profile: StackProfile, recorded: Mapping[str, Optional[str]], installed: Mapping[str, Optional[str]]):
+def version_drift(profile: NxdiStackProfile, recorded: Mapping[str, Optional[str]], installed: Mapping[str, Optional[str]]):
     """Pinned packages whose installed version differs from the one the artifacts were compiled with."""
     return [
         f"{name} compiled with {recorded.get(name)}, installed {installed.get(name)}"
@@ -199,7 +200,7 @@ def materialize_models(spec: CompileSpec, manifest: Mapping[str, Any], env: Mapp
     )
 
 
-def check_version_drift(profile: StackProfile, manifest: Mapping[str, Any], env: Mapping[str, str]) -> None:
+def check_version_drift(profile: NxdiStackProfile, manifest: Mapping[str, Any], env: Mapping[str, str]) -> None:
     if env.get(constants.ENV_SKIP_STACK_CHECK) == "1":
         return
     drift = version_drift(
@@ -252,6 +253,10 @@ def run_serve(
     s3_client=None,
     runner=run_and_forward,
 ) -> int:
+    if contract.profile.engine == ENGINE_VLLM_NEURON:
+        from neuron_runtime import vllm_neuron_run
+
+        return vllm_neuron_run.run_serve(contract, env, dry_run=dry_run, out=out, s3_client=s3_client)
     spec, key, profile = contract.spec, contract.key, contract.profile
     if spec.world_size > 1:
         from neuron_runtime.multinode import run_multinode_serve
@@ -291,8 +296,6 @@ def run_serve(
         spec, serve_config, profile, model_path=models.model_path, adapter_paths=models.adapter_paths,
         draft_path=models.draft_path, python=sys.executable,
     )  # fmt: skip
-    from neuron_runtime.multinode import engine_command  # TEST HOOK: the fake engine, only in test mode
-
     argv = engine_command(argv, env, "leader", "", serve_config.port)
     server_env = build_serve_env(env, spec, profile, artifact_dir)
     log.info("starting server: %s", " ".join(argv))

@@ -194,7 +194,7 @@ def test_dtype_auto_is_rejected():
         ),
         (
             minimal(speculativeDecoding={"method": "medusa", "draftModel": {"uri": "hf://a/b"}}),
-            "spec.speculativeDecoding.method: Input should be 'draft' or 'eagle'",
+            "spec.speculativeDecoding.method: Input should be 'draft', 'eagle' or 'eagle3'",
         ),
         (
             minimal(runtime={"startupTimeoutSeconds": 10}),

@@ -397,14 +397,21 @@ def test_deployment_env_defaults():
 
 def test_deployment_env_from_runtime_values():
     env = env_of(render({
-        "runtime": {"image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/neuron-runtime:2.23", "stack": "neuron-2.23-vllm-0.7.2"},
+        "runtime": {"images": {"neuron-2.23-vllm-0.7.2": "123456789012.dkr.ecr.us-west-2.amazonaws.com/neuron-runtime:2.23"},
+                    "defaultStacks": {"trn2": "neuron-2.32-vllm-neuron-0.24"}},
         "defaultArtifactStore": "s3://models/neuron",
-        "compile": {"backoffLimit": 5, "activeDeadlineSeconds": 7200},
+        "compile": {"backoffLimit": 5, "activeDeadlineSeconds": 7200,
+                    "nodeSelector": {"eks.amazonaws.com/nodegroup": "compile"},
+                    "tolerations": [{"key": "dedicated", "value": "compile", "effect": "NoSchedule"}]},
         "metrics": {"port": 9090},
         "workers": 8,
     }))
-    assert env["NEURON_OPERATOR_RUNTIME_IMAGE"] == "123456789012.dkr.ecr.us-west-2.amazonaws.com/neuron-runtime:2.23"
-    assert env["NEURON_OPERATOR_STACK"] == "neuron-2.23-vllm-0.7.2"
+    assert json.loads(env["NEURON_OPERATOR_RUNTIME_IMAGES"]) == {
+        "neuron-2.23-vllm-0.7.2": "123456789012.dkr.ecr.us-west-2.amazonaws.com/neuron-runtime:2.23"}
+    assert json.loads(env["NEURON_OPERATOR_DEFAULT_STACKS"]) == {"trn2": "neuron-2.32-vllm-neuron-0.24"}
+    assert json.loads(env["NEURON_OPERATOR_COMPILE_NODE_SELECTOR"]) == {"eks.amazonaws.com/nodegroup": "compile"}
+    assert json.loads(env["NEURON_OPERATOR_COMPILE_TOLERATIONS"]) == [
+        {"key": "dedicated", "value": "compile", "effect": "NoSchedule"}]
     assert env["NEURON_OPERATOR_DEFAULT_ARTIFACT_STORE"] == "s3://models/neuron"
     assert env["NEURON_OPERATOR_COMPILE_BACKOFF_LIMIT"] == "5"
     assert env["NEURON_OPERATOR_COMPILE_DEADLINE_SECONDS"] == "7200"
@@ -416,12 +423,27 @@ def test_operator_config_reads_the_rendered_env():
     from neuron_operator.config import OperatorConfig
 
     env = env_of(render({"watchNamespaces": ["team-a", "team-b"], "defaultArtifactStore": "pvc://neuron-artifacts",
-                         "compile": {"backoffLimit": 3, "activeDeadlineSeconds": 3600}}))
+                         "compile": {"backoffLimit": 3, "activeDeadlineSeconds": 3600,
+                                     "nodeSelector": {"pool": "compile"}},
+                         "runtime": {"defaultStacks": {"trn2": "neuron-2.32-vllm-neuron-0.24"},
+                                     "images": {"neuron-2.32-vllm-neuron-0.24": "registry.example/rt:1"}}}))
     config = OperatorConfig.from_env(env)
     assert config.namespaces == ("team-a", "team-b")
     assert config.default_artifact_store == "pvc://neuron-artifacts"
     assert (config.compile_backoff_limit, config.compile_active_deadline_seconds) == (3, 3600)
     assert config.metrics_port == 8080
+    assert config.default_stack("trn2") == "neuron-2.32-vllm-neuron-0.24"
+    assert config.default_stack("trn1") == "neuron-2.23-vllm-0.7.2"  # the built-in default stays for the rest
+    assert config.image_for("neuron-2.32-vllm-neuron-0.24") == "registry.example/rt:1"
+    assert dict(config.compile_node_selector) == {"pool": "compile"}
+
+
+def test_chart_rejects_a_stack_that_does_not_fit_the_family():
+    from neuron_operator.config import ConfigError, OperatorConfig
+
+    env = env_of(render({"runtime": {"defaultStacks": {"trn1": "neuron-2.32-vllm-neuron-0.24"}}}))
+    with pytest.raises(ConfigError, match="trn1: neuron-2.32-vllm-neuron-0.24 supports only trn2, trn3"):
+        OperatorConfig.from_env(env)
 
 
 def test_image_reference():

@@ -35,7 +35,8 @@ from neuron_operator.api.crd import (
 )
 from neuron_operator.api.spec import OPERATOR_OWNED_ARGS, OPERATOR_OWNED_RESOURCES
 from neuron_operator.catalog import load_catalog
-from neuron_operator.validation import OperatorDefaults, validate
+from neuron_operator.config import OperatorConfig
+from neuron_operator.validation import validate
 
 CRD_FILE = pathlib.Path(__file__).resolve().parents[2] / "crds" / "neuroninferenceservices.yaml"
 
@@ -368,7 +369,7 @@ def test_rules_do_not_fail_to_evaluate_on_schema_invalid_values():
         assert cel_failures(base(nodesPerReplica=nodes)) == []  # cel_failures asserts every rule yields a bool
 
 
-NO_DEFAULTS = OperatorDefaults()
+NO_DEFAULTS = OperatorConfig()
 
 
 def _expect_rejected(raw: dict, field: str, *fragments: str) -> None:
@@ -428,6 +429,51 @@ def _expect_rejected(raw: dict, field: str, *fragments: str) -> None:
         ),
         (base(artifacts={}), "spec.artifacts", ["exactly one"]),
         (base(artifacts={"pvc": {"claimName": "a"}, "s3": {"uri": "s3://b"}}), "spec.artifacts", ["exactly one"]),
+        # stacks: the family a stack runs on, and the features it has (stack profiles in neuron_runtime.stacks)
+        (
+            base(runtime={"stack": "neuron-2.32-vllm-neuron-0.24"}),
+            "spec.runtime.stack",
+            ["neuron-2.32-vllm-neuron-0.24 runs on trn2, trn3 instance types only", "trn1: neuron-2.23-vllm-0.7.2"],
+        ),
+        (
+            base(instanceType="trn3.48xlarge", runtime={"stack": "neuron-2.23-vllm-0.7.2"}),
+            "spec.runtime.stack",
+            ["runs on inf2, trn1, trn2 instance types only", "trn3: neuron-2.32-vllm-neuron-0.24"],
+        ),
+        (
+            base(instanceType="trn2.48xlarge", loraAdapters=[{"name": "a", "uri": "hf://x/y"}],
+                 runtime={"stack": "neuron-2.32-vllm-neuron-0.24"}),
+            "spec.loraAdapters",
+            ["LoRA adapters needs stack neuron-2.23-vllm-0.7.2"],
+        ),
+        (
+            base(instanceType="trn3.48xlarge", tensorParallelSize=128, nodesPerReplica=2),
+            "spec.nodesPerReplica",
+            ["multi-node tensor parallelism", "needs stack neuron-2.23-vllm-0.7.2"],
+        ),
+        (base(dataParallelSize=2), "spec.dataParallelSize", ["needs stack neuron-2.32-vllm-neuron-0.24"]),
+        (
+            base(engine={"maxNumBatchedTokens": 2048}),
+            "spec.engine.maxNumBatchedTokens",
+            ["needs stack neuron-2.32-vllm-neuron-0.24 (trn2, trn3 instance types)"],
+        ),
+        (
+            base(instanceType="trn3.48xlarge", tensorParallelSize=64,
+                 speculativeDecoding={"draftModel": {"uri": "hf://x/d"}}),
+            "spec.speculativeDecoding.method",
+            ["speculative decoding method draft needs stack neuron-2.23-vllm-0.7.2"],
+        ),
+        (
+            base(speculativeDecoding={"method": "eagle3", "draftModel": {"uri": "hf://x/d"}}),
+            "spec.speculativeDecoding.method",
+            ["method eagle3 needs stack neuron-2.32-vllm-neuron-0.24"],
+        ),
+        (
+            base(instanceType="trn3.48xlarge", tensorParallelSize=64,
+                 speculativeDecoding={"method": "eagle3", "draftModel": {"uri": "hf://x/d"}, "maxModelLen": 1024}),
+            "spec.speculativeDecoding.maxModelLen",
+            ["not used by eagle3"],
+        ),
     ],
 )
 def test_cross_field_rules_reject_and_validation_agrees(raw, field, fragments):

@@ -12,10 +12,11 @@ from neuron_operator.api.spec import (
     OPERATOR_OWNED_RESOURCES,
 )
 from neuron_operator.catalog import Catalog, load_catalog
-from neuron_operator.validation import OperatorDefaults, Problem, validate
+from neuron_operator.config import OperatorConfig
+from neuron_operator.validation import Problem, validate
 
 CATALOG = load_catalog()
-DEFAULT_STORE = OperatorDefaults(artifacts=ArtifactsSpec.model_validate({"pvc": {"claimName": "neuron-artifacts"}}))
+DEFAULT_STORE = OperatorConfig(default_artifact_store="pvc://neuron-artifacts")
 
 
 def spec(**extra):
@@ -266,12 +267,12 @@ def test_resources_the_operator_derives(resource):
 
 
 def test_no_artifact_store_anywhere():
-    p = only_problem(spec(), defaults=OperatorDefaults())
+    p = only_problem(spec(), defaults=OperatorConfig())
     assert (p.field, p.reason) == ("spec.artifacts", Reason.NO_ARTIFACT_STORE)
     assert "spec.artifacts.pvc or spec.artifacts.s3" in p.message
     # Either place is enough.
     assert problems_of(spec(), defaults=DEFAULT_STORE) == []
-    assert problems_of(spec(artifacts={"s3": {"uri": "s3://b/p"}}), defaults=OperatorDefaults()) == []
+    assert problems_of(spec(artifacts={"s3": {"uri": "s3://b/p"}}), defaults=OperatorConfig()) == []
 
 
 def test_artifact_sub_path_without_dot_dot():
@@ -285,7 +286,7 @@ def test_all_problems_are_reported_at_once():
         engine={"maxModelLen": 64, "overrideNeuronConfig": {"batch_size": 2}, "extraArgs": ["--port", "9000"]},
         model={"uri": "pvc://claim"},
     )
-    fields = {p.field for p in problems_of(s, defaults=OperatorDefaults())}
+    fields = {p.field for p in problems_of(s, defaults=OperatorConfig())}
     assert fields == {
         "spec.tensorParallelSize",
         "spec.engine.maxModelLen",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 import types
 import typing
-from typing import Annotated, Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -29,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from neuron_runtime.stacks import PROFILES, StackFeatures
 
 from neuron_operator.catalog import (
     EFA_RESOURCE,
@@ -68,8 +71,9 @@ MAX_URI_LENGTH = 2048
 
 # --- what the operator derives, so users cannot set it -------------------------------------------------
 
-# vLLM server flags the operator sets from the spec (F23 `vllm/engine/arg_utils.py`), with the field to use.
-# Several are compile inputs: passing them as extraArgs would serve a model different from the compiled one.
+# vLLM server flags the operator sets from the spec (F23 `vllm/engine/arg_utils.py`; vLLM 0.24 the same file for the
+# vllm-neuron stack), with the field to use. Several are compile inputs: passing them as extraArgs would serve a model
+# different from the compiled one. One list for every stack: a flag one stack derives is never the user's to set.
 OPERATOR_OWNED_ARGS: dict[str, str] = {
     "--model": "spec.model.uri",
     "--revision": "spec.model.revision",
@@ -90,6 +94,11 @@ OPERATOR_OWNED_ARGS: dict[str, str] = {
     "--speculative-config": "spec.speculativeDecoding",
     "--num-speculative-tokens": "spec.speculativeDecoding.numSpeculativeTokens",
     "--speculative-max-model-len": "spec.speculativeDecoding.maxModelLen",
+    "--data-parallel-size": "spec.dataParallelSize",
+    "-dp": "spec.dataParallelSize",
+    "--max-num-batched-tokens": "spec.engine.maxNumBatchedTokens",
+    "--additional-config": "spec.engine.overrideNeuronConfig",
+    "--additional_config": "spec.engine.overrideNeuronConfig",
 }
 
 # NxDI NeuronConfig keys the operator derives (vLLM's `_get_default_neuron_config` and the multi-node
@@ -120,6 +129,10 @@ OPERATOR_OWNED_RESOURCES: tuple[str, ...] = (
 # The pinned AWS fork (vLLM 0.7.2, vllm/config.py LoRAConfig) accepts only these ranks; later upstream
 # versions added 320 and 512, which the runtime would reject with exit code 2.
 LORA_RANKS = (8, 16, 32, 64, 128, 256)
+
+# Every stack profile's id, in registry order (neuron_runtime.stacks.PROFILES is the one list).
+STACK_IDS = tuple(PROFILES)
+SPECULATIVE_METHODS = tuple(dict.fromkeys(m for p in PROFILES.values() for m in p.features.speculative_methods))
 
 
 def per_node_tp_choices(instance: InstanceType) -> tuple[int, ...]:
@@ -275,6 +288,17 @@ class EngineSpec(SpecModel):
         ge=1,
         le=1048576,
     )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        description=(
+            "Largest number of tokens one prefill step processes (vLLM --max-num-batched-tokens): prompts longer "
+            "than this are prefilled in segments. Sizes the compiled prefill graphs, so changing it recompiles; "
+            "the largest of overrideNeuronConfig.num_batched_tokens_buckets must equal it. vllm-neuron stacks only; "
+            "unset: vLLM's default."
+        ),
+        ge=128,
+        le=1048576,
+    )
     dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16",
         description=(
@@ -286,12 +310,16 @@ class EngineSpec(SpecModel):
     override_neuron_config: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "NxD Inference NeuronConfig keys merged over the defaults vLLM derives (vLLM --override-neuron-config), "
-            "e.g. context_encoding_buckets, token_generation_buckets, on_device_sampling_config, "
-            "sequence_parallel_enabled, fused_qkv. Every key is a compile input except load-only keys "
-            "(skip_warmup). Keys the operator derives from other fields (tp_degree, batch_size, seq_len, "
-            "max_context_length, torch_dtype, logical_nc_config, world_size, ...) are rejected: set the spec "
-            "field instead."
+            "Neuron settings in the vocabulary of the service's stack. neuron-2.23-vllm-0.7.2: NxD Inference "
+            "NeuronConfig keys merged over the defaults vLLM derives (vLLM --override-neuron-config), e.g. "
+            "context_encoding_buckets, token_generation_buckets, on_device_sampling_config, "
+            "sequence_parallel_enabled, fused_qkv; keys the operator derives from other fields (tp_degree, "
+            "batch_size, seq_len, max_context_length, torch_dtype, logical_nc_config, world_size, ...) are "
+            "rejected. neuron-2.32-vllm-neuron-0.24: the plugin's neuron_config (passed as "
+            "--additional-config {\"neuron_config\": ...}), e.g. num_batched_tokens_buckets, num_seqs_buckets, "
+            "kv_segment_size_buckets, decode_context_length_buckets, on_device_sampling_config, quantization, "
+            "ep_degree; an NxD Inference key is reported with its new name. Every key is a compile input except "
+            "the 2.23 stack's load-only keys (skip_warmup)."
         ),
     )
     served_model_name: Union[str, None] = Field(
@@ -309,8 +337,11 @@ class EngineSpec(SpecModel):
         default_factory=list,
         description=(
             "Extra command-line arguments appended to the vLLM OpenAI server (e.g. --disable-log-requests, "
-            "--max-log-len=100). Not compile inputs: changing them rolls the pods without recompiling. "
-            "Flags the operator derives from the spec are rejected: " + _join(OPERATOR_OWNED_ARGS) + "."
+            "--max-log-len=100). On neuron-2.23-vllm-0.7.2 they are not compile inputs: changing them rolls the "
+            "pods without recompiling. On vllm-neuron stacks the compile Job runs the same server command, so "
+            "engine flags (e.g. --block-size, --kv-cache-dtype) are compile inputs and recompile; server-only flags "
+            "(logging, API, chat template, tool calling) are not. Flags the operator derives from the spec are "
+            "rejected: " + _join(OPERATOR_OWNED_ARGS) + "."
         ),
         max_length=MAX_EXTRA_ARGS,
         json_schema_extra={
@@ -428,11 +459,13 @@ class LoraAdapterSpec(SpecModel):
 class SpeculativeDecodingSpec(SpecModel):
     """Speculative decoding with a draft model, fused into the compiled model. A compile input."""
 
-    method: Literal["draft", "eagle"] = Field(
+    method: Literal[SPECULATIVE_METHODS] = Field(  # type: ignore[valid-type]
         "draft",
         description=(
-            "draft: fused speculation with a small draft model of the same family. eagle: EAGLE (v1) speculation; "
-            "the draft checkpoint must contain the target model's LM head weights."
+            "draft: fused speculation with a small draft model of the same family; eagle: EAGLE (v1) speculation, "
+            "the draft checkpoint must contain the target model's LM head weights (both neuron-2.23-vllm-0.7.2). "
+            "eagle3: an EAGLE3 draft through vLLM --speculative-config (vllm-neuron stacks; it cannot compile on "
+            "CPU, so such services compile on the target instance type)."
         ),
     )
     draft_model: DraftModelSource = Field(description="The draft (or EAGLE) model.")
@@ -447,7 +480,7 @@ class SpeculativeDecodingSpec(SpecModel):
         description=(
             "Maximum sequence length for the draft model (vLLM --speculative-max-model-len); at most "
             "spec.engine.maxModelLen. Default: vLLM's choice, the smaller of spec.engine.maxModelLen and the draft "
-            "model's own limit."
+            "model's own limit. neuron-2.23-vllm-0.7.2 only."
         ),
         ge=1,
         le=1048576,
@@ -465,12 +498,12 @@ class LocalObjectReference(SpecModel):
     )
 
 
-def _resource_map_field(which: str):
+def _resource_map_field(which: str, path: str = "spec.runtime.resources"):
     return Field(
         default_factory=dict,
         description=(
-            f"Resource {which} for the serving container, e.g. cpu and memory. Neuron devices, NeuronCores and "
-            "EFA interfaces are derived by the operator and must not be set here."
+            f"Resource {which}, e.g. cpu and memory. Neuron devices, NeuronCores and EFA interfaces are derived by "
+            "the operator and must not be set here."
         ),
         max_length=MAX_RESOURCE_ENTRIES,
         json_schema_extra={
@@ -478,9 +511,8 @@ def _resource_map_field(which: str):
                 {
                     "rule": f"self.all(k, !(k in {_cel_str_list(OPERATOR_OWNED_RESOURCES)}))",
                     "message": (
-                        f"spec.runtime.resources.{which}: must not set {_join(OPERATOR_OWNED_RESOURCES)}; "
-                        "the operator derives them from spec.instanceType, spec.tensorParallelSize and "
-                        "spec.nodesPerReplica"
+                        f"{path}.{which}: must not set {_join(OPERATOR_OWNED_RESOURCES)}; the operator derives them "
+                        "from spec.instanceType, spec.tensorParallelSize and spec.nodesPerReplica"
                     ),
                 }
             ]
@@ -493,6 +525,13 @@ class ResourceRequirements(SpecModel):
 
     requests: dict[str, Quantity] = _resource_map_field("requests")
     limits: dict[str, Quantity] = _resource_map_field("limits")
+
+
+class CompileResourceRequirements(SpecModel):
+    """CPU, memory and other non-Neuron resources for the compile container."""
+
+    requests: dict[str, Quantity] = _resource_map_field("requests", "spec.runtime.compileResources")
+    limits: dict[str, Quantity] = _resource_map_field("limits", "spec.runtime.compileResources")
 
 
 class Toleration(SpecModel):
@@ -521,12 +560,23 @@ class EnvVar(SpecModel):
 
 
 class RuntimeSpec(SpecModel):
-    """Overrides for the pods the operator creates. None of these is a compile input."""
+    """The runtime stack and overrides for the pods the operator creates. Only the stack is a compile input."""
 
+    stack: Literal[STACK_IDS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description=(
+            "Runtime stack profile (Neuron SDK + vLLM engine + image) that compiles and serves the model; "
+            "`neuron-operator stacks` lists them with their instance families and features. "
+            "neuron-2.23-vllm-0.7.2: Neuron SDK 2.23, NxD Inference, the AWS vLLM fork 0.7.2 (inf2, trn1, trn2; "
+            "end-of-life upstream). neuron-2.32-vllm-neuron-0.24: Neuron SDK 2.32, vLLM 0.24 with the vllm-neuron "
+            "plugin (trn2, trn3; compiles on CPU nodes, serves cache-hit-only). Default: the operator's stack for "
+            "the instance family. Part of the compile key."
+        ),
+    )
     image: str | None = Field(
         None,
-        description="Runtime image (Neuron SDK + vLLM + neuron-runtime) for the compile Job and serving pods. "
-        "Default: the operator's configured image.",
+        description="Runtime image (Neuron SDK + vLLM + neuron-runtime) for the compile Job and serving pods; it must "
+        "provide the service's stack. Default: the operator's image for the stack.",
         min_length=1,
         max_length=1024,
     )
@@ -542,6 +592,14 @@ class RuntimeSpec(SpecModel):
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
         description="CPU and memory for the serving container. Neuron device and EFA counts are derived.",
+    )
+    compile_resources: CompileResourceRequirements = Field(
+        default_factory=CompileResourceRequirements,
+        description=(
+            "CPU and memory for the compile container. Default: sized from the model (its parameter count as the "
+            "model name states it, e.g. 8B, 70B) for compiles on CPU nodes, and from the devices the pod holds for "
+            "compiles on Neuron nodes. A compile killed for memory (OOMKilled) says to raise this."
+        ),
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict,
@@ -616,8 +674,90 @@ class PlacementSpec(SpecModel):
 # --- the spec ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StackFeatureRule:
+    """A spec feature some stacks lack: how CEL and Python each tell the spec uses it, and which stacks have it."""
+
+    field: str  # relative to spec, e.g. ".loraAdapters"
+    what: str
+    cel: str
+    used: Callable[["NeuronInferenceServiceSpec"], bool]
+    supported: Callable[[StackFeatures], bool]
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        return tuple(p.id for p in PROFILES.values() if self.supported(p.features))
+
+
+def _speculative_rule(method: str) -> StackFeatureRule:
+    return StackFeatureRule(
+        ".speculativeDecoding.method", f"speculative decoding method {method}",
+        f"has(self.speculativeDecoding) && self.speculativeDecoding.method == '{method}'",
+        lambda spec: spec.speculative_decoding is not None and spec.speculative_decoding.method == method,
+        lambda f: method in f.speculative_methods,
+    )
+
+
+STACK_FEATURE_RULES: tuple[StackFeatureRule, ...] = (
+    StackFeatureRule(".loraAdapters", "LoRA adapters", "has(self.loraAdapters) && size(self.loraAdapters) > 0",
+                     lambda spec: bool(spec.lora_adapters), lambda f: f.lora),
+    StackFeatureRule(".nodesPerReplica", "multi-node tensor parallelism (nodesPerReplica > 1)",
+                     "self.nodesPerReplica > 1", lambda spec: spec.nodes_per_replica > 1, lambda f: f.multi_node),
+    StackFeatureRule(".dataParallelSize", "data parallelism (dataParallelSize > 1)", "self.dataParallelSize > 1",
+                     lambda spec: spec.data_parallel_size > 1, lambda f: f.data_parallel),
+    StackFeatureRule(".engine.maxNumBatchedTokens", "engine.maxNumBatchedTokens",
+                     "has(self.engine) && has(self.engine.maxNumBatchedTokens)",
+                     lambda spec: spec.engine.max_num_batched_tokens is not None,
+                     lambda f: f.max_num_batched_tokens),
+    *(_speculative_rule(m) for m in SPECULATIVE_METHODS),
+)
+
+
+def _stack_rules() -> list[dict[str, str]]:
+    """CEL rules that tie spec.runtime.stack to the instance family and to the features the spec uses. Where the
+    stack is unset, the family's default is the operator's configuration, which CEL cannot see: those rules then
+    only reject what no stack for the family could serve, and validation.py checks the configured default."""
+    stack_set = "has(self.runtime) && has(self.runtime.stack)"
+    families_of = {p.id: p.families for p in PROFILES.values()}
+    rules = []
+    for stack_id, families in families_of.items():
+        types = _catalog.types_of_families(families)
+        others = sorted({f for fams in families_of.values() for f in fams} - set(families))
+        alternatives = "; ".join(
+            f"{f}: {', '.join(s for s, fams in families_of.items() if f in fams)}" for f in others
+        )
+        rules.append({
+            "rule": f"!({stack_set}) || self.runtime.stack != '{stack_id}' || self.instanceType in {_cel_str_list(types)}",
+            "message": (
+                f"spec.runtime.stack: {stack_id} runs on {', '.join(families)} instance types only"
+                + (f"; stacks that fit other families: {alternatives}" if alternatives else "")
+            ),
+            "fieldPath": ".runtime.stack",
+        })
+    for feature in STACK_FEATURE_RULES:
+        uses, field, what, stacks = feature.cel, feature.field, feature.what, feature.stacks
+        families = sorted({f for s in stacks for f in families_of[s]})
+        types = _catalog.types_of_families(families)
+        where = f"{stack_set} ? self.runtime.stack in {_cel_str_list(stacks)} : self.instanceType in {_cel_str_list(types)}"
+        rules.append({
+            "rule": f"!({uses}) || ({where})",
+            "message": (
+                f"spec{field}: {what} needs stack {', '.join(stacks)} ({', '.join(families)} instance types)"
+                if stacks else f"spec{field}: {what} is supported by no stack"
+            ),
+            "fieldPath": field,
+        })
+    rules.append({
+        "rule": ("!has(self.speculativeDecoding) || self.speculativeDecoding.method != 'eagle3' || "
+                 "!has(self.speculativeDecoding.maxModelLen)"),
+        "message": "spec.speculativeDecoding.maxModelLen: not used by eagle3 (the draft follows the target model)",
+        "fieldPath": ".speculativeDecoding.maxModelLen",
+    })
+    return rules
+
+
 def _spec_rules() -> list[dict[str, str]]:
-    """Cross-field CEL rules on spec, generated from the instance catalog."""
+    """Cross-field CEL rules on spec, generated from the instance catalog and the stack profiles."""
     rules = [
         {
             # nodesPerReplica < 1 is the schema's error to report; guard so CEL never divides by zero.
@@ -675,7 +815,7 @@ def _spec_rules() -> list[dict[str, str]]:
             "fieldPath": ".speculativeDecoding.maxModelLen",
         },
     ]
-    return rules
+    return rules + _stack_rules()
 
 
 class NeuronInferenceServiceSpec(SpecModel):
@@ -705,6 +845,16 @@ class NeuronInferenceServiceSpec(SpecModel):
         description=(
             "Nodes one replica spans. 1 serves from a Deployment; more than 1 is multi-node tensor parallelism "
             "(one pod per node, a StatefulSet per replica) and needs an instance type with EFA."
+        ),
+        ge=1,
+        le=64,
+    )
+    data_parallel_size: int = Field(
+        1,
+        description=(
+            "Engine replicas inside one serving pod (vLLM --data-parallel-size), each with tensorParallelSize "
+            "NeuronCores: the pod holds tensorParallelSize x dataParallelSize cores. engine.maxNumSeqs applies per "
+            "engine replica. A compile input (graphs are compiled per data-parallel rank). vllm-neuron stacks only."
         ),
         ge=1,
         le=64,

@@ -64,7 +64,13 @@ class Reason:
     INVALID_RESOURCES = "InvalidResources"
     INVALID_ARTIFACT_STORE = "InvalidArtifactStore"
     NO_ARTIFACT_STORE = "NoArtifactStore"
+    INVALID_STACK = "InvalidStack"  # spec.runtime.stack (or the family default) cannot run on the instance type
+    UNSUPPORTED_BY_STACK = "UnsupportedByStack"  # the spec uses a feature its stack lacks
     CHILD_REJECTED = "ChildRejected"  # the API server refused a child manifest (e.g. clashing manual edit)
+    # Stalled=True from a serving pod's runtime exit code (runtime/neuron_runtime/constants.py): no restart helps.
+    ARTIFACT_CACHE_MISS = "ArtifactCacheMiss"  # exit 6: a graph is not in the artifact; the pod does not compile
+    ARTIFACT_INVALID = "ArtifactInvalid"  # exit 3: the artifact is missing or incomplete
+    RUNTIME_REJECTED_SPEC = "RuntimeRejectedSpec"  # exit 2: the image does not provide the stack, or rejects the spec
 
     # Compiled
     COMPILE_PENDING = "CompilePending"  # Job created, not running yet

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
+
+from neuron_runtime import vllm_neuron
 
 from .. import constants as C
 from ..plan import ServicePlan
@@ -59,10 +61,15 @@ def runtime_env(plan: ServicePlan, *, serving: bool, leading: list[dict[str, Any
             env.append({"name": C.ENV_LOCAL_ARTIFACTS, "value": C.LOCAL_ARTIFACTS_DIR})
         local_root = C.ARTIFACT_STORE_MOUNT if plan.store.kind == "pvc" else C.LOCAL_ARTIFACTS_DIR
         artifacts = f"{local_root}/{plan.key}"
-        if plan.multi_node:  # each rank loads its own shard set (runtime/neuron_runtime: rank-<r> layout)
-            artifacts += f"/rank-$({C.ENV_NEURON_RANK_ID})"
-        env.append({"name": C.ENV_NEURON_COMPILED_ARTIFACTS, "value": artifacts})
-        env.append({"name": C.ENV_VLLM_NEURON_FRAMEWORK, "value": C.VLLM_NEURON_FRAMEWORK_NXDI})
+        if plan.plugin_stack is not None:
+            env += _env_list(stack_serve_env(plan, artifacts))
+        else:
+            if plan.multi_node:  # each rank loads its own shard set (runtime/neuron_runtime: rank-<r> layout)
+                artifacts += f"/rank-$({C.ENV_NEURON_RANK_ID})"
+            env.append({"name": C.ENV_NEURON_COMPILED_ARTIFACTS, "value": artifacts})
+            env.append({"name": C.ENV_VLLM_NEURON_FRAMEWORK, "value": C.VLLM_NEURON_FRAMEWORK_NXDI})
+    elif plan.plugin_stack is not None:
+        env += _env_list(stack_compile_env(plan))
     if plan.token_secret:
         name, key = plan.token_secret
         env.append({"name": C.ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
@@ -75,6 +82,33 @@ def runtime_env(plan: ServicePlan, *, serving: bool, leading: list[dict[str, Any
     reserved = {e["name"] for e in env}
     env += [dict(e) for e in plan.env if e.get("name") not in reserved]
     return env
+
+
+def _env_list(values: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in sorted(values.items())]
+
+
+def stack_serve_env(plan: ServicePlan, artifact_dir: str) -> dict[str, str]:
+    """The vllm-neuron serving env, from the runtime's own builder (the runtime applies the same values)."""
+    profile = plan.plugin_stack
+    assert profile is not None
+    return vllm_neuron.serve_env(
+        profile, remote_cache=artifact_dir, cache_root=C.ENGINE_CACHE_DIR,
+        prometheus_dir=vllm_neuron.prometheus_dir(C.ENGINE_CACHE_DIR),
+        startup_timeout_seconds=plan.startup_timeout_seconds)
+
+
+def stack_compile_env(plan: ServicePlan) -> dict[str, str]:
+    """The vllm-neuron compile env: CPU-compile mode and target, one compile worker per requested CPU, compile
+    timeouts as long as the Job's deadline. The remote cache is the runtime's own staging directory, so it is not
+    known here and the runtime sets it."""
+    profile = plan.plugin_stack
+    assert profile is not None
+    cpu = str(plan.compile_placement.resources.get("requests", {}).get("cpu", "1"))
+    return vllm_neuron.compile_env(
+        profile, plan.compile_spec, on_cpu=plan.compile_placement.on_cpu, remote_cache=None,
+        cache_root=C.ENGINE_CACHE_DIR, workers=vllm_neuron.workers_for_cpu(cpu),
+        timeout_seconds=plan.compile_active_deadline_seconds)
 
 
 def neuron_resources(plan: ServicePlan, base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -104,6 +138,32 @@ def placement(plan: ServicePlan) -> dict[str, Any]:
     if plan.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": n} for n in plan.image_pull_secrets]
     return spec
+
+
+def cpu_placement(plan: ServicePlan, node_selector: Mapping[str, str],
+                  tolerations: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
+    """A compile pod on the CPU compile pool: the pool's selector and tolerations only. No Neuron toleration, so
+    it can never land on (and hold) a Neuron node; the user's serving node selector is for the serving pods."""
+    spec: dict[str, Any] = {}
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+    # No schedulerName: spec.runtime.schedulerName is for placing Neuron devices (e.g. the Neuron scheduler
+    # extension), which a CPU compile does not hold.
+    if plan.service_account_name:
+        spec["serviceAccountName"] = plan.service_account_name
+    if plan.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in plan.image_pull_secrets]
+    return spec
+
+
+def engine_cache_volume(plan: ServicePlan) -> tuple[list[dict], list[dict]]:
+    """vllm-neuron stacks: the engine's local NEFF cache and Prometheus directory (VLLM_CACHE_ROOT), an emptyDir."""
+    if plan.plugin_stack is None:
+        return [], []
+    return ([{"name": "engine-cache", "emptyDir": {}}],
+            [{"name": "engine-cache", "mountPath": C.ENGINE_CACHE_DIR}])
 
 
 def store_volume(plan: ServicePlan, *, read_only: bool) -> tuple[list[dict], list[dict]]:

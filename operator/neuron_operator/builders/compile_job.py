@@ -1,4 +1,5 @@
-"""The compile Job: runs `neuron-runtime compile` once per (artifact key, store) on the target instance type."""
+"""The compile Job: runs `neuron-runtime compile` once per (artifact key, store), on the target instance type or,
+for stacks that compile on CPU, on CPU nodes without holding a Neuron device."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from .. import constants as C
 from ..naming import compile_job_name
-from ..plan import ServicePlan, default_resources, merge_resources
+from ..plan import ServicePlan
 from . import common
 
 
@@ -18,19 +19,24 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
     labels.pop(C.LABEL_INSTANCE)
     store_volumes, store_mounts = common.store_volume(plan, read_only=False)
     model_volumes, model_mounts = common.model_volumes(plan)
-    resources = common.neuron_resources(
-        plan, merge_resources(default_resources(plan.instance, plan.devices_per_pod), plan.resources)
-    )
+    where = plan.compile_placement
+    if where.on_cpu:
+        resources = {section: dict(values) for section, values in where.resources.items()}
+        placement = common.cpu_placement(plan, where.node_selector, where.tolerations)
+    else:
+        resources = common.neuron_resources(plan, where.resources)
+        placement = common.placement(plan)
+    engine_volumes, engine_mounts = common.engine_cache_volume(plan)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        **common.placement(plan),
+        **placement,
         "containers": [{
             "name": "compile",
             **common.image_fields(plan),
             "args": ["compile"],
             "env": common.runtime_env(plan, serving=False),
             "resources": resources,
-            "volumeMounts": store_mounts + model_mounts + [
+            "volumeMounts": store_mounts + model_mounts + engine_mounts + [
                 {"name": "tmp", "mountPath": C.TMP_MOUNT},
                 {"name": "compile-cache", "mountPath": C.COMPILE_CACHE_MOUNT},
                 {"name": "model-cache", "mountPath": C.MODEL_CACHE_DIR},
@@ -40,7 +46,7 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
             "securityContext": common.container_security_context(),
         }],
         # NxDI traces into /tmp/nxd_model and neuronx-cc caches NEFFs: both can reach tens of GiB.
-        "volumes": store_volumes + model_volumes + [
+        "volumes": store_volumes + model_volumes + engine_volumes + [
             {"name": "tmp", "emptyDir": {}},
             {"name": "compile-cache", "emptyDir": {}},
             {"name": "model-cache", "emptyDir": {}},
@@ -68,6 +74,7 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
             "annotations": {
                 C.ANNOTATION_ARTIFACT_LOCATION: plan.store.artifact_location(plan.key),
                 C.ANNOTATION_COMPILE_SPEC: plan.compile_spec.to_json(),
+                **({C.ANNOTATION_COMPILE_TARGET: where.reason} if plan.plugin_stack else {}),
             },
             "ownerReferences": [common.owner_reference(plan, controller=False)],
         },

@@ -40,6 +40,7 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
     }
     store_volumes, store_mounts = common.store_volume(plan, read_only=True)
     model_volumes, model_mounts = common.model_volumes(plan)
+    engine_volumes, engine_mounts = common.engine_cache_volume(plan)
     resources = common.neuron_resources(
         plan, merge_resources(default_resources(plan.instance, plan.devices_per_pod), plan.resources)
     )
@@ -51,7 +52,7 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
         "ports": [{"name": C.HTTP_PORT_NAME, "containerPort": C.HTTP_PORT, "protocol": "TCP"}],
         "resources": resources,
         **probes(plan),
-        "volumeMounts": store_mounts + model_mounts + [
+        "volumeMounts": store_mounts + model_mounts + engine_mounts + [
             {"name": "dshm", "mountPath": C.SHM_MOUNT},
             {"name": "tmp", "mountPath": C.TMP_MOUNT},
             {"name": "model-cache", "mountPath": C.MODEL_CACHE_DIR},
@@ -69,7 +70,7 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
             "containers": [container],
             # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
             "terminationGracePeriodSeconds": 60,
-            "volumes": store_volumes + model_volumes + [
+            "volumes": store_volumes + model_volumes + engine_volumes + [
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
                 {"name": "tmp", "emptyDir": {}},
                 # hf:// and s3:// models (tokenizer, config, weights for LoRA/draft) are downloaded here.

@@ -12,7 +12,7 @@ import os
 import pytest
 from conftest import multi_node_kwargs, write_fake_group_artifacts
 
-from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, rendezvous
+from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, rendezvous, testhooks
 from neuron_runtime.compile import compile_rank, run_compile
 from neuron_runtime.compile_spec import compile_key
 from neuron_runtime.contract import ServeConfig, read_contract
@@ -211,9 +211,9 @@ def test_rank_artifact_dir(spec2, contract_env, tmp_path):
 
 def test_fake_engine_only_in_test_mode():
     argv = ["python", "-m", "vllm.entrypoints.openai.api_server", "--port", "8000"]
-    assert multinode.engine_command(argv, {"NEURON_RUNTIME_FAKE_ENGINE": "1"}, "leader", "", 8000) == argv
+    assert testhooks.engine_command(argv, {"NEURON_RUNTIME_FAKE_ENGINE": "1"}, "leader", "", 8000) == argv
     test_env = {"NEURON_RUNTIME_FAKE_ENGINE": "1", "NEURON_RUNTIME_TEST_MODE": "1"}
-    assert multinode.engine_command(argv, test_env, "worker", "127.0.0.3", 8000) == [
+    assert testhooks.engine_command(argv, test_env, "worker", "127.0.0.3", 8000) == [
         "python", "-m", "neuron_runtime.fake_engine", "--role", "worker", "--host", "127.0.0.3", "--port", "8000",
         "--parent-pid", str(os.getpid()), "--", *argv,
     ]  # fmt: skip

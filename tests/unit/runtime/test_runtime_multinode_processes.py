@@ -304,9 +304,9 @@ def test_group_forms_and_every_member_answers_health(group_factory):
 
 def test_group_forms_on_python_3_10(group_factory):
     """The runtime image's interpreter is Python 3.10 (Neuron DLC): run a whole group under it when available."""
-    from test_runtime_py310 import find_python_3_10
+    from test_runtime_py310 import find_python
 
-    python310 = find_python_3_10()
+    python310 = find_python(10)
     if python310 is None:
         pytest.skip("no Python 3.10 interpreter on this machine (set PYTHON310 to point at one)")
     group = group_factory(nodes=2)

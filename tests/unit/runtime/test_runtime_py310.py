@@ -1,8 +1,10 @@
-"""The runtime must run on the Neuron DLC's Python 3.10 with only the standard library at import time.
+"""The runtime must run on the Neuron DLCs' Pythons (3.10 for the 2.23 stack, 3.13 for vllm-neuron) with only the
+standard library at import time.
 
-Checks: every module parses with feature_version=(3, 10); no 3.11+ standard-library names; module-level imports
-are stdlib or neuron_runtime; lazy imports are limited to the known Neuron/AWS/HF packages; nothing imports the
-operator. When a real Python 3.10 interpreter is on this machine, the CLI also runs under it.
+Checks: every module parses with feature_version=(3, 10); no 3.11+ standard-library names; nothing removed from the
+standard library by 3.13; module-level imports are stdlib or neuron_runtime; lazy imports are limited to the known
+Neuron/AWS/HF packages; nothing imports the operator. When real Python 3.10 and 3.13 interpreters are on this
+machine, the CLI also runs under them, for both stacks.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import pytest
 import neuron_runtime
 
 PACKAGE_DIR = Path(neuron_runtime.__file__).parent
-MODULES = sorted(PACKAGE_DIR.glob("*.py"))
+MODULES = sorted(PACKAGE_DIR.rglob("*.py"))
 # Imported lazily, inside the functions that need them, and only in the runtime image.
-LAZY_IMPORTS = {"boto3", "huggingface_hub", "neuronx_distributed_inference", "transformers", "vllm"}
+LAZY_IMPORTS = {"boto3", "huggingface_hub", "neuronx_distributed_inference", "transformers", "vllm",
+                "libtorch_neuronx_lite"}
 # Standard-library names that first appeared in Python 3.11 or later.
 NEW_MODULES = {"tomllib", "wsgiref.types"}
 NEW_NAMES = {
@@ -37,6 +40,9 @@ NEW_NAMES = {
     "operator": {"call"},
 }  # fmt: skip
 NEW_BUILTINS = {"ExceptionGroup", "BaseExceptionGroup"}
+# Standard-library modules removed by Python 3.13 (PEP 594 "dead batteries", and lib2to3).
+REMOVED_IN_313 = {"aifc", "audioop", "cgi", "cgitb", "chunk", "crypt", "imghdr", "lib2to3", "mailcap", "msilib",
+                  "nis", "nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau", "telnetlib", "uu", "xdrlib"}
 
 
 def parse(path: Path) -> ast.Module:
@@ -44,11 +50,12 @@ def parse(path: Path) -> ast.Module:
 
 
 def test_modules_found():
-    names = {p.name for p in MODULES}
-    assert {"cli.py", "stacks.py", "neuron_config.py", "artifacts.py", "compile.py", "serve.py"} <= names
+    names = {p.relative_to(PACKAGE_DIR).as_posix() for p in MODULES}
+    assert {"cli.py", "stacks/__init__.py", "stacks/neuron_2_23.py", "stacks/neuron_2_32.py", "neuron_config.py",
+            "artifacts.py", "compile.py", "serve.py"} <= names
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
 def test_parses_as_python_3_10(path):
     parse(path)
 
@@ -75,9 +82,14 @@ def python_3_11_names(tree: ast.AST) -> list:
     return found
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
 def test_no_python_3_11_stdlib(path):
     assert python_3_11_names(parse(path)) == []
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
+def test_nothing_removed_in_python_3_13(path):
+    assert {root for root, _ in imports(parse(path))} & REMOVED_IN_313 == set()
 
 
 def test_the_stdlib_check_can_fail():
@@ -100,7 +112,7 @@ def imports(tree: ast.Module):
             yield root, id(node) in top_level
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
 def test_imports_are_stdlib_at_import_time(path):
     stdlib = set(sys.stdlib_module_names)
     for root, at_module_level in imports(parse(path)):
@@ -111,11 +123,13 @@ def test_imports_are_stdlib_at_import_time(path):
             assert root in stdlib or root in LAZY_IMPORTS or root == "neuron_runtime", f"{path.name}: lazy {root}"
 
 
-def find_python_3_10():
-    candidates = [os.environ.get("PYTHON310"), shutil.which("python3.10")]
+def find_python(minor: int):
+    """An interpreter of Python 3.<minor>: $PYTHON3<minor>, python3.<minor> on PATH, or a pyenv version."""
+    name = f"python3.{minor}"
+    candidates = [os.environ.get(f"PYTHON3{minor}"), shutil.which(name)]
     for root in (os.environ.get("PYENV_ROOT"), os.path.expanduser("~/.pyenv")):
         if root:
-            candidates += sorted(glob.glob(os.path.join(root, "versions", "3.10*", "bin", "python3.10")))
+            candidates += sorted(glob.glob(os.path.join(root, "versions", f"3.{minor}*", "bin", name)))
     for candidate in filter(None, candidates):
         try:
             out = subprocess.run(
@@ -123,13 +137,13 @@ def find_python_3_10():
             )
         except OSError:
             continue
-        if out.returncode == 0 and out.stdout.strip() == "(3, 10)":
+        if out.returncode == 0 and out.stdout.strip() == f"(3, {minor})":
             return candidate
     return None
 
 
 def test_cli_runs_on_a_real_python_3_10(make_spec, contract_env, tmp_path):
-    python310 = find_python_3_10()
+    python310 = find_python(10)
     if python310 is None:
         pytest.skip("no Python 3.10 interpreter on this machine (set PYTHON310 to point at one)")
     spec = make_spec(lora_adapters=[{"name": "a", "uri": "hf://org/a"}])
@@ -152,3 +166,31 @@ def test_cli_runs_on_a_real_python_3_10(make_spec, contract_env, tmp_path):
         [python310, "-m", "neuron_runtime.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 3, result.stderr
+
+
+def test_vllm_neuron_cli_runs_on_a_real_python_3_13(contract_env, tmp_path):
+    """The vllm-neuron image's Python (DLC 0.24.0.1.1.0: python3.13): dry runs of both commands, and a real compile
+    through the fake engine, so the process supervision and publication run on 3.13 too."""
+    python313 = find_python(13)
+    if python313 is None:
+        pytest.skip("no Python 3.13 interpreter on this machine (set PYTHON313 to point at one)")
+    from neuron_runtime.compile_spec import CompileSpec
+
+    model = tmp_path / "model"
+    model.mkdir()
+    spec = CompileSpec.from_dict(dict(model_uri=str(model), model_revision="main", instance_family="trn3", lnc=2,
+                                      tp_degree=64, world_size=1, max_num_seqs=16, max_model_len=8192,
+                                      dtype="bfloat16", stack="neuron-2.32-vllm-neuron-0.24",
+                                      override_neuron_config={"quantization": "mxfp4"}))
+    env = {**contract_env(spec, tmp_path / "store"), "PYTHONPATH": str(PACKAGE_DIR.parent), "PATH": "/usr/bin:/bin",
+           "NEURON_RUNTIME_ENGINE_CACHE": str(tmp_path / "engine"), "VLLM_NEURON_CPU_COMPILE": "1",
+           "NEURON_RUNTIME_TEST_MODE": "1", "NEURON_RUNTIME_FAKE_ENGINE": "1"}
+    for command in ("compile", "serve"):
+        result = subprocess.run([python313, "-m", "neuron_runtime.cli", command, "--dry-run"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["stack"] == "neuron-2.32-vllm-neuron-0.24"
+    result = subprocess.run([python313, "-m", "neuron_runtime.cli", "compile"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "compiled 3 graphs" in (tmp_path / "termination-log").read_text()

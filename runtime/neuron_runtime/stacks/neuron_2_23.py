@@ -1,9 +1,11 @@
-"""Stack profiles: every name that belongs to one pinned Neuron + vLLM stack, in one place.
+"""The seed stack: Neuron SDK 2.23, NxD Inference 0.3 and the AWS vLLM fork 0.7.2 (vLLM V0), end-of-life.
 
-A profile holds the env var names, server flags, module paths, dtype map, model-class map and package pins of one
-stack. Supporting a newer stack (e.g. the vllm-neuron plugin, which takes ``--additional-config`` instead of
-``--override-neuron-config``) means adding a profile here and, where its defaults differ, a NeuronConfig rule set in
-:mod:`neuron_runtime.neuron_config` selected by ``StackProfile.neuron_config_rules``.
+The profile holds the env var names, server flags, module paths, dtype map, model-class map, artifact layout and
+package pins of this stack; :mod:`neuron_runtime.neuron_config`, :mod:`neuron_runtime.compile` and
+:mod:`neuron_runtime.serve` implement it. AWS ended vLLM V0 support with SDK 2.28
+(aws-neuron-sdk@81ce03a about-neuron/announcements/neuron2.x/announcement-end-of-support-vllm-v0.rst) and put NxD
+Inference in maintenance mode (announce-nxdi-maintenance-support-2-31.rst); the profile stays for trn1/inf2, which
+the newer plugin does not support, and for services that already run on it.
 
 Source labels used in comments:
   F23 = aws-neuron/upstreaming-to-vllm @ branch neuron-2.23-vllm-v0.7.2 (ad38d70fd7cafe9f60eb106339555e9e86483135)
@@ -12,13 +14,11 @@ Source labels used in comments:
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Tuple
 
-from neuron_runtime import constants
-from neuron_runtime.errors import SpecError
+from neuron_runtime.stacks.base import ENGINE_VLLM_V0_NXDI, STATUS_END_OF_LIFE, Stack, StackFeatures
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,11 @@ class MultiNodeSettings:
 
 
 @dataclass(frozen=True)
-class StackProfile:
-    id: str
+class NxdiStackProfile(Stack):
+    """A vLLM V0 + NxD Inference stack: compile with NxDI into NEURON_COMPILED_ARTIFACTS, serve with the fork."""
+
     # Selects the NeuronConfig default rules in neuron_config.py that this stack's vLLM applies.
     neuron_config_rules: str
-    # Distributions whose installed version must equal the pin (release segment, before any "+local" part).
-    pinned_distributions: Mapping[str, str]
-    # Distributions that must be installed, any version.
-    required_distributions: Tuple[str, ...]
-    # Distributions whose versions are recorded in the artifact manifest.
-    recorded_distributions: Tuple[str, ...]
     # --- environment ---
     env_framework: str
     framework_nxdi: str
@@ -113,8 +108,30 @@ class StackProfile:
     multi_node: Optional[MultiNodeSettings] = None
 
 
-NEURON_2_23_VLLM_0_7_2 = StackProfile(
+NEURON_2_23_VLLM_0_7_2 = NxdiStackProfile(
     id="neuron-2.23-vllm-0.7.2",
+    engine=ENGINE_VLLM_V0_NXDI,
+    sdk_version="2.23.0",
+    status=STATUS_END_OF_LIFE,
+    # NxDI 0.3 runs on Inf2, Trn1/Trn1n and Trn2 (SDK23 libraries/nxd-inference/nxdi-overview.rst).
+    families=("inf2", "trn1", "trn2"),
+    features=StackFeatures(
+        # F23 examples/neuron/multi_node/; SDK23 nxdi-overview.rst: multi-node "will be supported in future
+        # releases", i.e. experimental upstream.
+        multi_node=True,
+        multi_node_experimental=True,
+        lora=True,  # F23 vllm/worker/neuronx_distributed_model_runner.py _get_nxdi_lora_config
+        # F23 neuronx_distributed.py: NeuronSpeculationCausalLM (fused draft) and enable_eagle_speculation
+        speculative_methods=("draft", "eagle"),
+        cpu_compile=False,  # NxDI compiles on the target instance (its LNC and devices)
+        cpu_compile_speculative=False,
+        data_parallel=False,  # the fork's Neuron platform runs one engine per process (F23 platforms/neuron.py)
+        max_num_batched_tokens=False,  # NxDI buckets are set in override_neuron_config instead
+    ),
+    default_image="public.ecr.aws/neuron-operator/neuron-runtime:0.1.0-neuron2.23",
+    dockerfile="Dockerfile.neuron",
+    base_image="public.ecr.aws/neuron/pytorch-inference-neuronx:2.6.0-neuronx-py310-sdk2.23.0-ubuntu22.04",
+    image_python="3.10",
     neuron_config_rules="vllm-0.7.2-nxdi",
     # Neuron 2.23 release manifest (aws-neuron-sdk v2.23.0 src/helperscripts/n2-manifest.json); NX3 tag v0.3.5591.
     # vLLM: the fork's setup.py takes its version from setuptools-scm; Dockerfile.neuron fixes it to 0.7.2
@@ -248,54 +265,3 @@ NEURON_2_23_VLLM_0_7_2 = StackProfile(
         override_local_ranks="local_ranks_size",
     ),
 )
-
-PROFILES: Mapping[str, StackProfile] = MappingProxyType({NEURON_2_23_VLLM_0_7_2.id: NEURON_2_23_VLLM_0_7_2})
-
-
-def get_profile(stack_id: str) -> StackProfile:
-    try:
-        return PROFILES[stack_id]
-    except KeyError:
-        raise SpecError(f"unknown runtime stack {stack_id!r}; this runtime supports {sorted(PROFILES)}") from None
-
-
-def installed_versions(names: Sequence[str]) -> dict:
-    """Installed distribution versions (None when absent), via importlib.metadata only: nothing is imported."""
-    versions: dict = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _release(version: str) -> str:
-    return version.split("+", 1)[0]
-
-
-def stack_problems(profile: StackProfile, versions: Mapping[str, Optional[str]], image_stack: Optional[str]) -> list:
-    """Why the installed software is not the stack ``profile`` describes; empty when it is."""
-    problems = []
-    if image_stack and image_stack != profile.id:
-        problems.append(f"this image provides stack {image_stack!r}, the spec asks for {profile.id!r}")
-    for name, pin in profile.pinned_distributions.items():
-        found = versions.get(name)
-        if found is None:
-            problems.append(f"{name} is not installed (need {pin})")
-        elif _release(found) != pin:
-            problems.append(f"{name} {found} is installed, stack {profile.id} needs {pin}")
-    for name in profile.required_distributions:
-        if versions.get(name) is None:
-            problems.append(f"{name} is not installed")
-    return problems
-
-
-def check_installed_stack(profile: StackProfile, env: Mapping[str, str]) -> None:
-    """Raise SpecError unless the running image is the stack ``profile`` describes (skippable for tests)."""
-    if env.get(constants.ENV_SKIP_STACK_CHECK) == "1":
-        return
-    names = list(profile.pinned_distributions) + list(profile.required_distributions)
-    problems = stack_problems(profile, installed_versions(names), env.get(constants.ENV_IMAGE_STACK))
-    if problems:
-        raise SpecError("runtime image does not match the requested stack: " + "; ".join(problems))
