@@ -30,23 +30,36 @@ else
   echo "operator pid $(cat "$D/operator.pid")"
 fi
 
-say "kubectl apply -f examples/llama.yaml"
-start=$(date +%s.%N)
-kubectl apply -f "$ROOT/examples/llama.yaml"
-last=""
-for _ in $(seq 1 600); do
-  row=$(kubectl get nis llama-3-8b -o jsonpath='{.status.phase} compiled={.status.conditions[?(@.type=="Compiled")].reason} ready={.status.conditions[?(@.type=="Ready")].status} replicas={.status.readyReplicas}/{.spec.replicas}' 2>/dev/null || true)
-  if [ "$row" != "$last" ]; then
-    printf '  +%5.1fs  %s\n' "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$row"
-    last=$row
-  fi
-  case "$row" in Ready*) break ;; esac
-  sleep 0.2
-done
-kubectl wait --for=condition=Ready nis/llama-3-8b --timeout=120s
+# Apply one example and print each change of its phase until it is Ready.
+apply_and_watch() {
+  local file=$1 name=$2 start last="" row
+  say "kubectl apply -f examples/$file"
+  start=$(date +%s.%N)
+  kubectl apply -f "$ROOT/examples/$file"
+  for _ in $(seq 1 600); do
+    row=$(kubectl get nis "$name" -o jsonpath='{.status.phase} stack={.status.artifact.stack} compiled={.status.conditions[?(@.type=="Compiled")].reason} ready={.status.conditions[?(@.type=="Ready")].status} replicas={.status.readyReplicas}/{.spec.replicas}' 2>/dev/null || true)
+    if [ "$row" != "$last" ]; then
+      printf '  +%5.1fs  %s\n' "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$row"
+      last=$row
+    fi
+    case "$row" in Ready*) break ;; esac
+    sleep 0.2
+  done
+  kubectl wait --for=condition=Ready "nis/$name" --timeout=120s
+}
+
+say "runtime stacks (neuron-operator stacks)"
+neuron-operator stacks
+
+apply_and_watch llama.yaml llama-3-8b
+# The current stack for Trn2/Trn3: compiled on a CPU node (no Trainium held to compile), served cache-hit-only.
+apply_and_watch llama-70b-trn2-vllm-neuron.yaml llama-70b
+say "where llama-70b compiled (a CPU node) and serves (trn2)"
+kubectl get pods -l "inference.neuron-operator.io/artifact-key=$(kubectl get nis llama-70b -o jsonpath='{.status.artifact.key}')" \
+  -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,NEURON-DEVICES:.spec.containers[0].resources.limits.aws\.amazon\.com/neuron,PHASE:.status.phase'
 
 say "what the operator created"
-kubectl get nis llama-3-8b
+kubectl get nis
 kubectl get jobs,deployments,services,poddisruptionbudgets,pods -l app.kubernetes.io/managed-by=neuron-operator -o wide
 say "events"
 kubectl get events --field-selector involvedObject.kind=NeuronInferenceService --sort-by=.lastTimestamp

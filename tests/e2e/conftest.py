@@ -3,6 +3,7 @@ events, pods and component log tails when a test fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -16,6 +17,8 @@ from .kube import kubectl
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TESTENV_DIR = pathlib.Path(os.environ.get("TESTENV_DIR", ROOT / ".testenv"))
 COMPONENT_LOGS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "etcd")
+# The CPU node of the simulated cluster that compiles (operator/neuron_operator/data/instance_types.yaml cpuNodes).
+COMPILE_POOL_LABEL, COMPILE_POOL_VALUE = "node.kubernetes.io/instance-type", "m7i.16xlarge"
 
 
 def pytest_collection_modifyitems(items):
@@ -101,7 +104,10 @@ def operator(cluster, crds):
     metrics_port, health_port = _free_port(), _free_port()
     log_path = TESTENV_DIR / "operator-e2e.log"
     env = {**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port),
-           "NEURON_OPERATOR_WATCH_TIMEOUT": "60"}
+           "NEURON_OPERATOR_WATCH_TIMEOUT": "60",
+           # CPU compiles (vllm-neuron stacks) go to the simulated cluster's compile pool, as a Helm user would set
+           # compile.nodeSelector; the instance type stands in for a node group label.
+           "NEURON_OPERATOR_COMPILE_NODE_SELECTOR": json.dumps({COMPILE_POOL_LABEL: COMPILE_POOL_VALUE})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             # Tests run in t-* namespaces; iso-* namespaces belong to operators a test starts itself (e.g. as the

@@ -112,6 +112,7 @@ def test_printer_columns():
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in crd_version()["additionalPrinterColumns"]}
     assert columns == {
         "Phase": ("string", ".status.phase"),
+        "Stack": ("string", ".status.artifact.stack"),
         "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status'),
         "Instance": ("string", ".spec.instanceType"),
         "TP": ("integer", ".spec.tensorParallelSize"),

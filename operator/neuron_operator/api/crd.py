@@ -132,6 +132,8 @@ def _ordered_rule(rule: dict[str, Any]) -> dict[str, Any]:
 def _printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Coarse lifecycle phase."},
+        {"name": "Stack", "type": "string", "jsonPath": ".status.artifact.stack",
+         "description": "Runtime stack profile the artifact is compiled with."},
         {
             "name": "Ready",
             "type": "string",

@@ -70,11 +70,44 @@ def reference_markdown() -> str:
             cell = lambda text: text.replace("|", "\\|")  # noqa: E731 - table cell escaping
             lines.append(f"| `{path}` | {cell(kind)} | {cell(req)} | {cell(cons)} | {cell(desc)} |")
         lines.append("")
+    lines += _stack_section()
     lines += ["## Cross-field rules (CEL)", ""]
     for _, node in _walk(schema["properties"]["spec"], "spec"):
         for rule in node.get("x-kubernetes-validations", []):
             lines.append(f"- {' '.join(rule['message'].split())}")
     return "\n".join(lines) + "\n"
+
+
+def _stack_section() -> list[str]:
+    """The stack profiles (neuron_runtime.stacks) and the operator's built-in per-family defaults."""
+    from neuron_runtime.stacks import PROFILES
+
+    from neuron_operator.config import DEFAULT_STACKS
+
+    lines = [
+        "## Stacks (spec.runtime.stack)",
+        "",
+        "A stack is the Neuron SDK, the vLLM engine and the runtime image that compile and serve a service; it is",
+        "part of the compile key. Unset, a service gets its instance family's default (Helm `runtime.defaultStacks`,",
+        "built in: the column below). `neuron-operator stacks` prints the same with the operator's configuration.",
+        "Choose `neuron-2.32-vllm-neuron-0.24` for new Trn2/Trn3 services: it compiles on CPU nodes and serves",
+        "cache-hit-only. Keep `neuron-2.23-vllm-0.7.2` for inf2/trn1 (the only stack there), for multi-node tensor",
+        "parallelism or LoRA, and for services that already run on it (changing the stack recompiles).",
+        "",
+        "| Stack | SDK | Status | Families | Default for | Compiles on | Multi-node | LoRA | Speculative | "
+        "Data parallel | Image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stack in PROFILES.values():
+        f = stack.features
+        default_for = ", ".join(sorted(fam for fam, sid in DEFAULT_STACKS.items() if sid == stack.id)) or "-"
+        compiles = "CPU nodes (target instance for speculative decoding)" if f.cpu_compile else "target instance"
+        multi = ("yes (experimental upstream)" if f.multi_node_experimental else "yes") if f.multi_node else "no"
+        lines.append(
+            f"| `{stack.id}` | {stack.sdk_version} | {stack.status} | {', '.join(stack.families)} | {default_for} | "
+            f"{compiles} | {multi} | {'yes' if f.lora else 'no'} | {', '.join(f.speculative_methods) or 'no'} | "
+            f"{'yes' if f.data_parallel else 'no'} | `{stack.default_image}` |")
+    return lines + [""]
 
 
 def _walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
