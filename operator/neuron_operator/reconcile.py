@@ -33,7 +33,7 @@ from .kube import ApiError, KubeClient
 from .naming import compile_job_name, serving_name
 from .observe import (compile_summary, observe_compile, observe_deployment, serving_compile_spec,
                       serving_instance_type)
-from .plan import ArtifactStore, ServicePlan, plan_for
+from .plan import ServicePlan, plan_for
 from .validation import Problem, validate
 from .groups import groups_of, observe_groups, reconcile_groups
 

@@ -520,6 +520,14 @@ class S3Store:
         return dest
 
 
+def local_copy(store: Any, key: str, artifact_dir: str) -> str:
+    """Where serving reads ``key``: the store's own directory for a mounted store, a local copy of an S3 store."""
+    if isinstance(store, S3Store):
+        log.info("copying artifacts for key %s from %s to %s", key, store.artifact_uri(key), artifact_dir)
+        return store.fetch(key)
+    return artifact_dir
+
+
 def open_store(store: str, local_root: str, s3_client: Any = None):
     """LocalStore for a path, S3Store for s3:// (boto3 client created lazily unless one is given)."""
     if store.startswith("s3://"):

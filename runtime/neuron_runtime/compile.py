@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tup
 
 from neuron_runtime import artifacts, constants, model_source
 from neuron_runtime.compile_spec import CompileSpec
+from neuron_runtime.dryrun import print_plan
 from neuron_runtime.contract import Contract, local_artifacts_dir
 from neuron_runtime.errors import CompileError, ModelSourceError, RuntimeFailure, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, draft_neuron_config_updates, sorted_adapters
@@ -196,10 +197,7 @@ def run_compile(
     spec, key, profile = contract.spec, contract.key, contract.profile
     rank = compile_rank(env, spec)
     if dry_run:
-        plan = compile_plan(contract, env, _local_model_config(spec, env), rank)
-        json.dump(plan, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return print_plan(compile_plan(contract, env, _local_model_config(spec, env), rank), out)
 
     check_installed_stack(profile, env)
     store = artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client)

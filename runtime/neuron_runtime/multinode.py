@@ -37,6 +37,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, TextIO, Tu
 from neuron_runtime import artifacts, constants, rendezvous
 from neuron_runtime.testhooks import engine_command
 from neuron_runtime.compile_spec import CompileSpec
+from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
 from neuron_runtime.errors import PeerLost, RuntimeFailure, SpecError, Terminated
 from neuron_runtime.neuron_config import build_neuron_config_kwargs
@@ -419,14 +420,12 @@ def run_multinode_serve(
             "peers": list(group.peer_addresses),
             "rendezvous": {"port": port, "timeout_seconds": group.rendezvous_timeout},
             "argv": argv,
-            "env": serve.env_diff(env, server_env),
+            "env": env_diff(env, server_env),
             "neuron_config": build_neuron_config_kwargs(
                 spec, profile, model_cache=serve.model_source.model_cache_dir(env), rank=group.rank
             ),
         }
-        json.dump(plan, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return print_plan(plan, out)
 
     log.info(
         "multi-node serve: %s rank %d of %d in group %d (%s), leader %s",
@@ -478,7 +477,7 @@ def run_multinode_serve(
                 link.wait_go()
         what = "vLLM server" if group.is_leader else "engine worker"
         log.info("starting %s: %s", what, " ".join(argv))
-        log.info("engine env changes: %s", json.dumps(serve.env_diff(env, server_env)["set"], sort_keys=True))
+        log.info("engine env changes: %s", json.dumps(env_diff(env, server_env)["set"], sort_keys=True))
         code = supervise(argv, server_env, link.failure, status)
         message = f"{what} (rank {group.rank}) exited with code {code}"
         link.abort(message)

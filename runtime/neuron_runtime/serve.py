@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, TextIO
 
 from neuron_runtime import artifacts, constants, model_source
 from neuron_runtime.compile_spec import CompileSpec
+from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
 from neuron_runtime.errors import ArtifactError, RuntimeFailure, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, serve_override_neuron_config, sorted_adapters
@@ -58,13 +59,6 @@ def build_serve_env(
         env.pop(name, None)
     # NEURON_RT_VISIBLE_CORES is left alone on purpose: the device plugin sets it to the cores it allocated.
     return env
-
-
-def env_diff(before: Mapping[str, str], after: Mapping[str, str]) -> Dict[str, object]:
-    return {
-        "set": {k: v for k, v in sorted(after.items()) if before.get(k) != v},
-        "unset": sorted(k for k in before if k not in after),
-    }
 
 
 def lora_module_arg(name: str, path: str) -> str:
@@ -281,14 +275,10 @@ def run_serve(
             "env": env_diff(env, server_env),
             "neuron_config": build_neuron_config_kwargs(spec, profile, model_cache=cache),
         }  # fmt: skip
-        json.dump(plan, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return print_plan(plan, out)
 
-    store = artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client)
-    if isinstance(store, artifacts.S3Store):
-        log.info("copying artifacts for key %s from %s to %s", key, store.artifact_uri(key), artifact_dir)
-        artifact_dir = store.fetch(key)
+    artifact_dir = artifacts.local_copy(artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client),
+                                        key, artifact_dir)
     manifest = artifacts.verify_artifact_dir(artifact_dir, key, spec, profile)
     check_version_drift(profile, manifest, env)
     models = materialize_models(spec, manifest, env)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, TextIO
 
 from neuron_runtime import artifacts, constants, model_source, testhooks, vllm_neuron
+from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
 from neuron_runtime.errors import ArtifactError, CacheMiss, CompileError, RuntimeFailure, SpecError
 from neuron_runtime.stacks import PluginStackProfile, check_installed_stack, installed_versions
@@ -224,17 +225,10 @@ def compile_plan(contract: Contract, env: Mapping[str, str]) -> Dict[str, Any]:
         # port 0 stands for the free loopback port chosen when the compile runs
         "argv": _compile_argv(contract, 0, model_path, draft_path),
         "engine_env": forced,
-        "env": vllm_neuron_env_diff(env, vllm_neuron.engine_env(env, forced, profile)),
+        "env": env_diff(env, vllm_neuron.engine_env(env, forced, profile)),
         "additional_config": vllm_neuron.additional_config(spec),
         "model_path": model_path,
         "draft_model_path": draft_path,
-    }
-
-
-def vllm_neuron_env_diff(before: Mapping[str, str], after: Mapping[str, str]) -> Dict[str, Any]:
-    return {
-        "set": {k: v for k, v in sorted(after.items()) if before.get(k) != v},
-        "unset": sorted(k for k in before if k not in after),
     }
 
 
@@ -273,9 +267,7 @@ def run_compile(contract: Contract, env: Mapping[str, str], *, dry_run: bool = F
         raise SpecError(f"stack {profile.id} cannot compile speculative decoding on CPU; run the compile on the "
                         "target instance type")
     if dry_run:
-        json.dump(compile_plan(contract, env), out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return print_plan(compile_plan(contract, env), out)
 
     check_installed_stack(profile, env)
     store = artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client)
@@ -403,17 +395,12 @@ def run_serve(contract: Contract, env: Mapping[str, str], *, dry_run: bool = Fal
                           model_source.local_model_path(spec.model_uri, spec.model_revision, model_cache=cache),
                           model_source.local_model_path(spec.speculative.model_uri, model_cache=cache)
                           if spec.speculative else None)
-        json.dump({"command": "serve", "key": key, "stack": profile.id, "artifact": artifact_dir,
-                   "argv": plan["argv"], "engine_env": plan["forced"],
-                   "env": vllm_neuron_env_diff(env, plan["env"]),
-                   "additional_config": vllm_neuron.additional_config(spec)}, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return print_plan({"command": "serve", "key": key, "stack": profile.id, "artifact": artifact_dir,
+                           "argv": plan["argv"], "engine_env": plan["forced"], "env": env_diff(env, plan["env"]),
+                           "additional_config": vllm_neuron.additional_config(spec)}, out)
 
-    store = artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client)
-    if isinstance(store, artifacts.S3Store):
-        log.info("copying artifacts for key %s from %s to %s", key, store.artifact_uri(key), artifact_dir)
-        artifact_dir = store.fetch(key)
+    artifact_dir = artifacts.local_copy(artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client),
+                                        key, artifact_dir)
     manifest = verify_cache_artifact(artifact_dir, key, profile)
     check_versions(profile, manifest, env, key)
     model_path = model_source.materialize(spec.model_uri, spec.model_revision, include_weights=True, env=env)

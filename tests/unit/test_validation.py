@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from neuron_operator.api import ArtifactsSpec, Reason, parse_spec
+from neuron_operator.api import Reason, parse_spec
 from neuron_operator.api.spec import (
     OPERATOR_OWNED_ARGS,
     OPERATOR_OWNED_OVERRIDE_KEYS,

@@ -15,11 +15,12 @@ import pytest
 from neuron_runtime import artifacts, cli, constants
 from neuron_runtime.compile_spec import compile_key
 from neuron_runtime.contract import ServeConfig, read_contract
+from neuron_runtime.dryrun import env_diff
 from neuron_runtime.errors import SpecError
 from neuron_runtime.serve import (
     build_serve_env,
     build_server_argv,
-    env_diff,
+
     exit_code_from_status,
     lora_module_arg,
     run_serve,
