@@ -4,14 +4,16 @@ Our own keys live under the API group prefix so they never collide with users' o
 """
 
 from neuron_runtime import constants as runtime_constants
+from neuron_runtime.stacks import NEURON_2_23_VLLM_0_7_2
 
 API_GROUP = "inference.neuron-operator.io"
-API_VERSION = "v1alpha1"
+VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{VERSION}"  # what an object's apiVersion field holds
 KIND = "NeuronInferenceService"
 PLURAL = "neuroninferenceservices"
 SINGULAR = "neuroninferenceservice"
-SHORT_NAME = "nis"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+SHORT_NAMES = ("nis",)
+CRD_NAME = f"{PLURAL}.{API_GROUP}"
 
 # The single field manager for every server-side apply the operator makes.
 FIELD_MANAGER = "neuron-operator"
@@ -39,6 +41,8 @@ LEADER_POD_INDEX = "0"
 # new one compiles (non-compile changes such as replicas still apply during a recompile).
 ANNOTATION_COMPILE_SPEC = f"{API_GROUP}/compile-spec"
 ANNOTATION_ARTIFACT_LOCATION = f"{API_GROUP}/artifact-location"
+# On every child we apply: a hash of the manifest we applied, so an unchanged child costs no request (children.py).
+ANNOTATION_APPLIED_HASH = f"{API_GROUP}/applied-hash"
 # On compile Jobs of vllm-neuron stacks: where the compile runs (cpu or neuron) and why.
 ANNOTATION_COMPILE_TARGET = f"{API_GROUP}/compile-target"
 # Multi-node gang bookkeeping on each group StatefulSet: the pod uids of the last complete group, how often the
@@ -49,55 +53,57 @@ ANNOTATION_GROUP_RESTARTED_AT = f"{API_GROUP}/group-restarted-at"
 # kopf's bookkeeping, kept out of the public status and under our prefix.
 KOPF_PREFIX = f"kopf.{API_GROUP}"
 
-# --- env passed to neuron-runtime (the contract with runtime/neuron_runtime) --------------------------
-ENV_COMPILE_SPEC = "NEURON_OPERATOR_COMPILE_SPEC"
-ENV_ARTIFACT_KEY = "NEURON_OPERATOR_ARTIFACT_KEY"
-ENV_ARTIFACT_STORE = "NEURON_OPERATOR_ARTIFACT_STORE"
-ENV_SERVE_CONFIG = "NEURON_OPERATOR_SERVE_CONFIG"
-ENV_LOCAL_ARTIFACTS = "NEURON_OPERATOR_LOCAL_ARTIFACTS"
-ENV_HF_TOKEN = "HF_TOKEN"
-# Read by vLLM itself (F23 neuronx_distributed.py / worker/utils.py): set on the pod so `kubectl describe` shows
-# exactly where the engine loads from; the runtime verifies the directory before starting vLLM.
-ENV_NEURON_COMPILED_ARTIFACTS = "NEURON_COMPILED_ARTIFACTS"
-ENV_VLLM_NEURON_FRAMEWORK = "VLLM_NEURON_FRAMEWORK"
-VLLM_NEURON_FRAMEWORK_NXDI = "neuronx-distributed-inference"
-# Multi-node contract with neuron-runtime (runtime/neuron_runtime/constants.py) ...
-ENV_RANK = "NEURON_OPERATOR_RANK"
-ENV_WORLD_SIZE = "NEURON_OPERATOR_WORLD_SIZE"
-ENV_GROUP_INDEX = "NEURON_OPERATOR_GROUP_INDEX"
-ENV_LEADER_ADDRESS = "NEURON_OPERATOR_LEADER_ADDRESS"
-ENV_PEER_ADDRESSES = "NEURON_OPERATOR_PEER_ADDRESSES"
-ENV_RENDEZVOUS_TIMEOUT = "NEURON_OPERATOR_RENDEZVOUS_TIMEOUT"
-# ... and the pinned fork's own multi-node settings (F23 examples/neuron/multi_node/launch_script.py and
-# multi_node_launcher.sh; vllm/worker/neuron_worker.py reads ENABLE_NEURON_MULTI_NODE, NEURON_RANK_ID, WORLD_SIZE).
-NEURON_MULTI_NODE_ENV_FLAG = "ENABLE_NEURON_MULTI_NODE"
-ENV_NEURON_RANK_ID = "NEURON_RANK_ID"
-ENV_NEURON_WORLD_SIZE = "WORLD_SIZE"
-ENV_MASTER_ADDR = "MASTER_ADDR"
-ENV_MASTER_PORT = "MASTER_PORT"
-ENV_NEURON_RT_ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
-ENV_NEURON_LOCAL_TP = "NEURON_LOCAL_TP"
-MASTER_PORT = 29500  # torch.distributed gloo rendezvous (env://) used by the fork's NeuronWorker
-NEURON_RT_ROOT_COMM_PORT = 63423  # the fork's launch_script.py uses <master>:63423
-RENDEZVOUS_PORT = 29400  # neuron-runtime's own leader/worker liveness listener
-DEFAULT_RENDEZVOUS_TIMEOUT_SECONDS = 600
-EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "FI_EFA_FORK_SAFE": "1"}
+# --- env passed to neuron-runtime: the contract is defined once, in runtime/neuron_runtime/constants.py ----------
+RT = runtime_constants
+ENV_COMPILE_SPEC = RT.ENV_COMPILE_SPEC
+ENV_ARTIFACT_KEY = RT.ENV_ARTIFACT_KEY
+ENV_ARTIFACT_STORE = RT.ENV_ARTIFACT_STORE
+ENV_SERVE_CONFIG = RT.ENV_SERVE_CONFIG
+ENV_LOCAL_ARTIFACTS = RT.ENV_LOCAL_ARTIFACTS
+ENV_HF_TOKEN = RT.ENV_HF_TOKEN
+ENV_RANK = RT.ENV_RANK
+ENV_WORLD_SIZE = RT.ENV_WORLD_SIZE
+ENV_GROUP_INDEX = RT.ENV_GROUP_INDEX
+ENV_LEADER_ADDRESS = RT.ENV_LEADER_ADDRESS
+ENV_PEER_ADDRESSES = RT.ENV_PEER_ADDRESSES
+ENV_RENDEZVOUS_TIMEOUT = RT.ENV_RENDEZVOUS_TIMEOUT
+RENDEZVOUS_PORT = RT.RENDEZVOUS_PORT  # neuron-runtime's own leader/worker liveness listener
+DEFAULT_RENDEZVOUS_TIMEOUT_SECONDS = RT.DEFAULT_RENDEZVOUS_TIMEOUT_SECONDS
+# Paths the runtime reads by default, mounted by the operator (emptyDirs or the store).
+LOCAL_ARTIFACTS_DIR = RT.DEFAULT_LOCAL_ARTIFACTS  # S3 store: downloaded here before serving
+MODEL_CACHE_DIR = RT.DEFAULT_MODEL_CACHE  # runtime's download cache for hf:// and s3:// models
+MODELS_MOUNT_ROOT = RT.PVC_MOUNT_ROOT  # pvc://claim/path -> <root>/<claim>/path
+# vllm-neuron stacks: the engine's local cache root (VLLM_CACHE_ROOT), an emptyDir.
+ENGINE_CACHE_DIR = RT.DEFAULT_ENGINE_CACHE
+
+# The seed stack's own variables (read by vLLM / the fork, not by our runtime) come from its profile, so the names
+# are defined once, next to their upstream sources (runtime/neuron_runtime/stacks/neuron_2_23.py): the pod shows
+# where the engine loads from and which multi-node settings it gets; the runtime verifies and forces the same.
+_SEED = NEURON_2_23_VLLM_0_7_2
+ENV_NEURON_COMPILED_ARTIFACTS = _SEED.env_compiled_artifacts
+ENV_VLLM_NEURON_FRAMEWORK = _SEED.env_framework
+VLLM_NEURON_FRAMEWORK_NXDI = _SEED.framework_nxdi
+NEURON_MULTI_NODE_ENV_FLAG = _SEED.env_multi_node
+ENV_NEURON_RANK_ID = _SEED.env_rank_id
+ENV_NEURON_WORLD_SIZE = _SEED.env_world_size
+ENV_MASTER_ADDR = _SEED.multi_node.env_master_addr
+ENV_MASTER_PORT = _SEED.multi_node.env_master_port
+ENV_NEURON_RT_ROOT_COMM_ID = _SEED.multi_node.env_root_comm_id
+ENV_NEURON_LOCAL_TP = _SEED.multi_node.env_local_tp
+MASTER_PORT = _SEED.multi_node.default_master_port  # torch.distributed gloo rendezvous (env://)
+NEURON_RT_ROOT_COMM_PORT = _SEED.multi_node.default_root_comm_port
+EFA_ENV = dict(_SEED.multi_node.fabric_env)
 ENV_POD_NAME = "POD_NAME"
 ENV_POD_NAMESPACE = "POD_NAMESPACE"
 
 # --- paths inside runtime pods -----------------------------------------------------------------------
 ARTIFACT_STORE_MOUNT = "/var/lib/neuron-operator/artifacts"
-MODELS_MOUNT_ROOT = "/var/lib/neuron-operator/models"  # pvc://claim/path -> <root>/<claim>/path
-LOCAL_ARTIFACTS_DIR = "/var/lib/neuron-runtime/artifacts"  # S3 store: downloaded here before serving
-MODEL_CACHE_DIR = "/var/lib/neuron-runtime/models"  # runtime's download cache for hf:// and s3:// models
 SHM_MOUNT = "/dev/shm"
 TMP_MOUNT = "/tmp"
 COMPILE_CACHE_MOUNT = "/var/tmp/neuron-compile-cache"  # neuronx-cc persistent cache default (SDK 2.23 neuron-caching.rst)
-# vllm-neuron stacks: the engine's local cache root (VLLM_CACHE_ROOT), an emptyDir; the runtime's default path.
-ENGINE_CACHE_DIR = runtime_constants.DEFAULT_ENGINE_CACHE
 
 # --- ports -------------------------------------------------------------------------------------------
-HTTP_PORT = 8000
+HTTP_PORT = RT.DEFAULT_SERVING_PORT
 HTTP_PORT_NAME = "http"
 HEALTH_PATH = "/health"  # vLLM OpenAI server: 200 once the engine is up (F23 api_server.py)
 

@@ -1,9 +1,11 @@
-"""kopf wiring: watches, settings and the work queue. Run with `kopf run -m neuron_operator.handlers`.
+"""kopf wiring: watches feed the cache, the cache feeds the work queue. Run with `kopf run -m neuron_operator.handlers`.
 
-Every watch event (the service itself, or any child labelled managed-by=neuron-operator) enqueues one
-level-based reconcile of the owning NeuronInferenceService; a periodic resync catches anything missed. There are
-no kopf change handlers, timers or daemons: those would write kopf's bookkeeping (annotations, a finalizer) to
-users' objects, and deletion is left to ownerReference garbage collection.
+Every watch event (the service itself, or any child labelled managed-by=neuron-operator) updates the in-memory cache
+(cache.py) and enqueues one level-based reconcile of the owning NeuronInferenceService; the pass reads from the
+cache only. At start-up one LIST per kind fills the cache before the first pass, so a pass never acts on a
+half-filled cache; a periodic resync re-enqueues every cached service and costs no request. There are no kopf
+change handlers, timers or daemons: those would write kopf's bookkeeping (annotations, a finalizer) to users'
+objects, and deletion is left to ownerReference garbage collection.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import kopf
 
 from . import constants as C
 from . import metrics
+from .cache import DEPLOYMENT, JOB, JOB_NAME_LABEL, KINDS, PDB, POD, SERVICE, SERVICE_OBJECT, STATEFULSET, ObjectCache
 from .catalog import load_catalog
 from .config import OperatorConfig, has_namespace_patterns, namespace_watched
 from .kube import ApiError, KubeClient
@@ -26,11 +29,8 @@ from .workqueue import RetryableError, WorkQueue
 log = logging.getLogger("neuron_operator")
 
 RESYNC_SECONDS = 60.0
+MANAGED = {C.LABEL_MANAGED_BY: C.MANAGED_BY}
 _state: dict[str, Any] = {}
-
-
-def _managed_children(**_: Any) -> dict:
-    return {C.LABEL_MANAGED_BY: C.MANAGED_BY}
 
 
 @kopf.on.startup()
@@ -48,11 +48,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # We post our own Events on meaningful transitions; kopf's per-handler log events would be noise.
     settings.posting.enabled = False
     settings.execution.max_workers = 8
+    # One INFO line per watch event ("Handler 'service_event' succeeded") is noise at any scale: kopf's per-object
+    # log keeps warnings and errors; our own log says what changed (transitions, errors).
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     config = OperatorConfig.from_env()
     client = KubeClient(observer=metrics.observe_api_request)
-    reconciler = Reconciler(client, load_catalog(), config)
+    cache = ObjectCache()
+    reconciler = Reconciler(client, cache, load_catalog(), config)
     loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, prime_cache, client, cache, config)
 
     async def run_pass(key: tuple[str, str]) -> None:
         with metrics.RECONCILE_DURATION.time():
@@ -69,17 +74,21 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
                 raise
         if result.compile_started:
             metrics.COMPILE_JOBS.labels(outcome="created").inc()
+        if result.phase and result.phase != _state["phases"].get(key):
+            log.info("%s/%s: phase %s", key[0], key[1], result.phase)
         _state["phases"][key] = result.phase
         if result.requeue_after:
             _state["queue"].enqueue(key, delay=result.requeue_after)
 
-    _state["reconciler"] = reconciler
     queue = WorkQueue(run_pass, workers=int(os.environ.get("NEURON_OPERATOR_WORKERS", "4")))
+    _state.update(queue=queue, client=client, cache=cache, config=config, reconciler=reconciler, phases={})
     queue.start()
-    _state.update(queue=queue, client=client, config=config, phases={})
+    for namespace, name in cache.keys(SERVICE):
+        if _watched(config, namespace):
+            queue.enqueue((namespace, name))
     if config.metrics_port:
         metrics.serve(config.metrics_port)
-    _state["resync"] = loop.create_task(_resync_forever(client, config, queue))
+    _state["resync"] = loop.create_task(_resync_forever(cache, config, queue))
 
 
 @kopf.on.cleanup()
@@ -92,22 +101,47 @@ async def shutdown(**_: Any) -> None:
         await queue.stop()
 
 
-async def _resync_forever(client: KubeClient, config: OperatorConfig, queue: WorkQueue) -> None:
-    loop = asyncio.get_running_loop()
+# Label selectors of the watches (and of the priming LISTs, which must see the same objects).
+SELECTORS = {
+    SERVICE: None,
+    DEPLOYMENT: MANAGED,
+    STATEFULSET: MANAGED,
+    SERVICE_OBJECT: MANAGED,
+    PDB: MANAGED,
+    JOB: {**MANAGED, C.LABEL_COMPONENT: C.COMPONENT_COMPILE},
+    POD: MANAGED,  # serving pods (gang checks, runtime failures) and compile pods (failure detail)
+}
+
+
+def _scopes(config: OperatorConfig) -> tuple[Optional[str], ...]:
+    """Namespaces to list: all (one cluster-wide LIST, filtered by patterns) or each named namespace."""
+    return (None,) if has_namespace_patterns(config.namespaces) or not config.namespaces else config.namespaces
+
+
+def _watched(config: OperatorConfig, namespace: str) -> bool:
+    return not config.namespaces or namespace_watched(namespace, config.namespaces)
+
+
+def prime_cache(client: KubeClient, cache: ObjectCache, config: OperatorConfig) -> None:
+    """One LIST per kind (per named namespace) before the first pass: afterwards only watch events change the
+    cache. A constant start-up cost, whatever the number of services."""
+    for kind in KINDS:
+        selector = SELECTORS[kind]
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) if selector else None
+        for scope in _scopes(config):
+            items = client.list(kind[0], kind[1], scope, label_selector=label_selector)
+            items = [i for i in items if _watched(config, i["metadata"].get("namespace", ""))]
+            cache.replace_all(kind, items, namespaces=None if scope is None else {scope})
+    log.info("cache primed: %s", ", ".join(f"{cache.count(k)} {k[1]}" for k in KINDS))
+
+
+async def _resync_forever(cache: ObjectCache, config: OperatorConfig, queue: WorkQueue) -> None:
+    """Level-based safety net: every service is reconciled at least once a minute, from the cache (no request)."""
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
-        # Patterns need a cluster-wide list filtered here; plain names are listed one namespace at a time.
-        patterns = has_namespace_patterns(config.namespaces)
-        namespaces = (None,) if patterns or not config.namespaces else config.namespaces
-        try:
-            for ns in namespaces:
-                items = await loop.run_in_executor(None, client.list, C.GROUP_VERSION, C.KIND, ns)
-                for item in items:
-                    item_ns = item["metadata"]["namespace"]
-                    if not patterns or namespace_watched(item_ns, config.namespaces):
-                        queue.enqueue((item_ns, item["metadata"]["name"]))
-        except ApiError as exc:
-            log.warning("resync list failed: %s", exc)
+        for namespace, name in cache.keys(SERVICE):
+            if _watched(config, namespace):
+                queue.enqueue((namespace, name))
         _publish_phase_counts()
 
 
@@ -125,14 +159,16 @@ def _enqueue(namespace: Optional[str], name: Optional[str]) -> None:
         queue.enqueue((namespace, name))
 
 
-@kopf.on.event(C.API_GROUP, C.API_VERSION, C.PLURAL)
-def service_event(type: str, name: str, namespace: str, **_: Any) -> None:  # noqa: A002 - kopf's kwarg name
-    if type == "DELETED":
-        _state.get("phases", {}).pop((namespace, name), None)
-        _publish_phase_counts()
-        return
-    _enqueue(namespace, name)
-    _publish_phase_counts()
+def _remember(kind: tuple[str, str], type_: Optional[str], body: kopf.Body) -> Optional[ObjectCache]:
+    cache: Optional[ObjectCache] = _state.get("cache")
+    if cache is None:
+        return None
+    meta = body.get("metadata") or {}
+    if type_ == "DELETED":
+        cache.remove(kind, meta.get("namespace") or "", meta.get("name") or "")
+    else:
+        cache.upsert(kind, dict(body))
+    return cache
 
 
 def _enqueue_owners(body: kopf.Body) -> None:
@@ -142,50 +178,61 @@ def _enqueue_owners(body: kopf.Body) -> None:
             _enqueue(namespace, ref.get("name"))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def deployment_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    _child_event("Deployment", type, body)
+@kopf.on.event(C.API_GROUP, C.VERSION, C.PLURAL)
+def service_event(type: Optional[str], body: kopf.Body, name: str, namespace: str, **_: Any) -> None:  # noqa: A002
+    _remember(SERVICE, type, body)
+    if type == "DELETED":
+        _state.get("phases", {}).pop((namespace, name), None)
+        _publish_phase_counts()
+        return
+    _enqueue(namespace, name)
 
 
-def _child_event(kind: str, type_: str, body: kopf.Body) -> None:
-    reconciler = _state.get("reconciler")
-    if reconciler is not None:
-        if type_ == "DELETED":
-            reconciler.forget_child(kind, body["metadata"].get("namespace"), body["metadata"]["name"])
-        else:
-            reconciler.observe_child(kind, dict(body))
+def _child_event(kind: tuple[str, str], type_: Optional[str], body: kopf.Body) -> None:
+    _remember(kind, type_, body)
     _enqueue_owners(body)
 
 
-@kopf.on.event("", "v1", "services", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def service_child_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    _child_event("Service", type, body)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def deployment_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002 - kopf's kwarg name
+    _child_event(DEPLOYMENT, type, body)
 
 
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def pdb_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    _child_event("PodDisruptionBudget", type, body)
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
+def statefulset_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event(STATEFULSET, type, body)
 
 
-@kopf.on.event("", "v1", "pods", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_COMPONENT: C.COMPONENT_SERVING})
-def serving_pod_event(body: kopf.Body, **_: Any) -> None:
-    # Serving pods are owned by ReplicaSets/StatefulSets, so the service is found by label. Pod events drive the
-    # multi-node gang checks (a member restarted, failed or was replaced) without waiting for a resync.
-    labels = body.get("metadata", {}).get("labels") or {}
-    _enqueue(body.get("metadata", {}).get("namespace"), labels.get(C.LABEL_SERVICE))
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+def service_child_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event(SERVICE_OBJECT, type, body)
 
 
-@kopf.on.event("apps", "v1", "statefulsets", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def statefulset_event(type: str, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    _child_event("StatefulSet", type, body)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+def pdb_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    _child_event(PDB, type, body)
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+def pod_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    # Serving pods belong to ReplicaSets/StatefulSets, compile pods to their Job: the service is found by label
+    # (serving) or through the Job's owners (compile). Pod events drive the gang checks and failure reports.
+    cache = _remember(POD, type, body)
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(C.LABEL_COMPONENT) == C.COMPONENT_SERVING:
+        _enqueue(meta.get("namespace"), labels.get(C.LABEL_SERVICE))
+    elif cache is not None and labels.get(JOB_NAME_LABEL):
+        job = cache.get(JOB, meta.get("namespace") or "", labels[JOB_NAME_LABEL])
+        if job is not None:
+            _enqueue_owners(job)
 
 
 _JOB_OUTCOMES = {"Complete": "succeeded", "Failed": "failed"}
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY,
-                                              C.LABEL_COMPONENT: C.COMPONENT_COMPILE})
-def job_event(body: kopf.Body, **_: Any) -> None:
+@kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, C.LABEL_COMPONENT: C.COMPONENT_COMPILE})
+def job_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
     # Count each Job's terminal outcome once per operator process (a restart recounts finished Jobs once).
     seen: set = _state.setdefault("job_outcomes", set())
     for cond in (body.get("status") or {}).get("conditions") or []:
@@ -193,4 +240,4 @@ def job_event(body: kopf.Body, **_: Any) -> None:
         if outcome and cond.get("status") == "True" and (body["metadata"]["uid"], outcome) not in seen:
             seen.add((body["metadata"]["uid"], outcome))
             metrics.COMPILE_JOBS.labels(outcome=outcome).inc()
-    _enqueue_owners(body)
+    _child_event(JOB, type, body)

@@ -1,8 +1,9 @@
-"""Read the children's state into the plain observations conditions.py works on."""
+"""Read the children's state into the plain observations conditions.py works on. Pure: objects in, observations
+out (the objects come from the watch cache, see snapshot.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from neuron_runtime import constants as runtime_constants
 from neuron_runtime.compile_spec import CompileSpec
@@ -10,22 +11,26 @@ from neuron_runtime.compile_spec import CompileSpec
 from . import constants as C
 from .conditions import (JOB_FAILED, JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, CompileObservation,
                          RuntimeFailure, ServingObservation)
-from .kube import KubeClient
 from .plan import compile_spec_from_annotation
 
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+Obj = Mapping[str, Any]
+
+# The runtime's exit codes that no restart can fix (runtime/neuron_runtime/constants.py): a serving pod that ends
+# with one of them makes the service Stalled instead of leaving it to crash-loop unexplained.
+PERMANENT_SERVING_EXIT_CODES = (runtime_constants.EXIT_BAD_SPEC, runtime_constants.EXIT_ARTIFACT_INVALID,
+                                runtime_constants.EXIT_CACHE_MISS)
 
 
-def _job_condition(job: dict, type_: str) -> Optional[dict]:
-    for cond in job.get("status", {}).get("conditions") or []:
+def _job_condition(job: Obj, type_: str) -> Optional[Obj]:
+    for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") == type_ and cond.get("status") == "True":
             return cond
     return None
 
 
-def describe_pod_failure(pod: dict) -> str:
+def describe_pod_failure(pod: Obj) -> str:
     """'OOMKilled (exit 137): <termination message>' from the pod's terminated container, else its reason."""
-    for status in pod.get("status", {}).get("containerStatuses") or []:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
         terminated = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
         if terminated and terminated.get("exitCode", 0) != 0:
             text = f"{terminated.get('reason') or 'Error'} (exit {terminated.get('exitCode')})"
@@ -33,21 +38,29 @@ def describe_pod_failure(pod: dict) -> str:
             if message:
                 text += f": {message.splitlines()[-1][:300]}"
             return text
-    status = pod.get("status", {})
+    status = pod.get("status") or {}
     return status.get("reason") or status.get("message") or "pod failed"
 
 
-def observe_compile(client: KubeClient, namespace: str, job_name: str, job: Optional[dict]) -> CompileObservation:
+def unschedulable_detail(pods: Iterable[Obj]) -> str:
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("message"):
+                return f"pod {pod['metadata']['name']} unschedulable: {cond['message']}"
+    return ""
+
+
+def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> CompileObservation:
+    """The compile Job's state; ``pods`` are its pods (failure detail, scheduling messages)."""
     if job is None or job["metadata"].get("deletionTimestamp"):
         return CompileObservation(job_name=job_name, state=JOB_MISSING)
+    pods = list(pods)
     status = job.get("status") or {}
     failed_pods = int(status.get("failed") or 0)
     attempts = failed_pods + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
     if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
         return CompileObservation(job_name=job_name, state=JOB_SUCCEEDED, attempts=attempts)
-    failure = ""
-    if failed_pods:
-        failure = _latest_pod_failure(client, namespace, job_name)
+    failure = _latest_pod_failure(pods) if failed_pods else ""
     failed_cond = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
     if failed_cond:
         if failed_cond.get("reason") == "DeadlineExceeded":
@@ -59,15 +72,14 @@ def observe_compile(client: KubeClient, namespace: str, job_name: str, job: Opti
     if state == JOB_PENDING:
         # A compile pod that cannot be scheduled (devices held by serving pods, no node of the instance type)
         # would otherwise look like a silent hang.
-        unschedulable = _unschedulable_detail(client, namespace, {JOB_NAME_LABEL: job_name})
-        detail = "; ".join(d for d in (detail, unschedulable) if d)
+        detail = "; ".join(d for d in (detail, unschedulable_detail(pods)) if d)
     return CompileObservation(job_name=job_name, state=state, attempts=attempts, failure=detail)
 
 
-def compile_summary(client: KubeClient, namespace: str, job_name: str) -> str:
+def compile_summary(pods: Iterable[Obj]) -> str:
     """What the succeeded compile pod reported (its termination message, e.g. "compiled 12 graphs ... in 310s")."""
-    for pod in client.list("v1", "Pod", namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}"):
-        if pod.get("status", {}).get("phase") != "Succeeded":
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Succeeded":
             continue
         for status in pod["status"].get("containerStatuses") or []:
             message = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
@@ -76,24 +88,17 @@ def compile_summary(client: KubeClient, namespace: str, job_name: str) -> str:
     return ""
 
 
-def _latest_pod_failure(client: KubeClient, namespace: str, job_name: str) -> str:
-    pods = client.list("v1", "Pod", namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}")
-    failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
+def _latest_pod_failure(pods: list[Obj]) -> str:
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     if not failed:
         return ""
     failed.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
     return describe_pod_failure(failed[-1])
 
 
-# The runtime's exit codes that no restart can fix (runtime/neuron_runtime/constants.py): a serving pod that ends
-# with one of them makes the service Stalled instead of leaving it to crash-loop unexplained.
-PERMANENT_SERVING_EXIT_CODES = (runtime_constants.EXIT_BAD_SPEC, runtime_constants.EXIT_ARTIFACT_INVALID,
-                                runtime_constants.EXIT_CACHE_MISS)
-
-
-def serving_pod_failure(pod: dict) -> Optional[RuntimeFailure]:
+def serving_pod_failure(pod: Obj) -> Optional[RuntimeFailure]:
     """The permanent runtime failure a serving pod's container last ended with, if any."""
-    for status in pod.get("status", {}).get("containerStatuses") or []:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
         for state in ((status.get("state") or {}).get("terminated"), (status.get("lastState") or {}).get("terminated")):
             if state and state.get("exitCode") in PERMANENT_SERVING_EXIT_CODES:
                 message = " ".join((state.get("message") or "").split())[:600]
@@ -101,24 +106,15 @@ def serving_pod_failure(pod: dict) -> Optional[RuntimeFailure]:
     return None
 
 
-def _pods(client: KubeClient, namespace: str, selector: dict[str, str]) -> list[dict]:
-    label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    return client.list("v1", "Pod", namespace, label_selector=label_selector)
+def first_failure(pods: Iterable[Obj]) -> Optional[RuntimeFailure]:
+    return next((f for f in map(serving_pod_failure, pods) if f is not None), None)
 
 
-def _unschedulable_detail(client: KubeClient, namespace: str, selector: dict[str, str],
-                          pods: Optional[list[dict]] = None) -> str:
-    for pod in pods if pods is not None else _pods(client, namespace, selector):
-        for cond in pod.get("status", {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("message"):
-                return f"pod {pod['metadata']['name']} unschedulable: {cond['message']}"
-    return ""
-
-
-def observe_deployment(client: KubeClient, deployment: Optional[dict]) -> ServingObservation:
+def observe_deployment(deployment: Optional[Obj], pods: Iterable[Obj]) -> ServingObservation:
+    """The Deployment's replica counts; ``pods`` are its serving pods (scheduling and runtime failures)."""
     if deployment is None or deployment["metadata"].get("deletionTimestamp"):
         return ServingObservation(exists=False)
-    spec, status, meta = deployment.get("spec", {}), deployment.get("status") or {}, deployment["metadata"]
+    spec, status, meta = deployment.get("spec") or {}, deployment.get("status") or {}, deployment["metadata"]
     desired = int(spec.get("replicas", 1))
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
@@ -126,12 +122,12 @@ def observe_deployment(client: KubeClient, deployment: Optional[dict]) -> Servin
                   and updated == desired and int(status.get("replicas") or 0) == desired)
     detail, failure = "", None
     if available < desired or updated < desired:
-        pods = _pods(client, meta["namespace"], spec["selector"]["matchLabels"])
-        detail = _unschedulable_detail(client, meta["namespace"], {}, pods)
-        failure = next((f for f in map(serving_pod_failure, pods) if f is not None), None)
+        pods = list(pods)
+        detail = unschedulable_detail(pods)
+        failure = first_failure(pods)
     return ServingObservation(
         exists=True,
-        artifact_key=meta.get("labels", {}).get(C.LABEL_ARTIFACT_KEY),
+        artifact_key=(meta.get("labels") or {}).get(C.LABEL_ARTIFACT_KEY),
         desired=desired,
         ready=int(status.get("readyReplicas") or 0),
         available=available,
@@ -142,14 +138,14 @@ def observe_deployment(client: KubeClient, deployment: Optional[dict]) -> Servin
     )
 
 
-def serving_compile_spec(deployment: Optional[dict]) -> Optional[CompileSpec]:
-    if deployment is None:
+def serving_compile_spec(workload: Optional[Obj]) -> Optional[CompileSpec]:
+    if workload is None:
         return None
-    return compile_spec_from_annotation(deployment["metadata"].get("annotations", {}).get(C.ANNOTATION_COMPILE_SPEC))
+    return compile_spec_from_annotation((workload["metadata"].get("annotations") or {}).get(C.ANNOTATION_COMPILE_SPEC))
 
 
-def serving_instance_type(deployment: Optional[dict]) -> Optional[str]:
-    if deployment is None:
+def serving_instance_type(workload: Optional[Obj]) -> Optional[str]:
+    if workload is None:
         return None
-    selector: dict[str, Any] = deployment["spec"]["template"]["spec"].get("nodeSelector") or {}
+    selector: dict[str, Any] = ((workload.get("spec") or {}).get("template") or {}).get("spec", {}).get("nodeSelector") or {}
     return selector.get(C.INSTANCE_TYPE_LABEL)

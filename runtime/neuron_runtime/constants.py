@@ -61,6 +61,9 @@ ENV_FAKE_ENGINE = "NEURON_RUNTIME_FAKE_ENGINE"
 ENV_FAKE_ENGINE_RECORD = "NEURON_RUNTIME_FAKE_ENGINE_RECORD"  # fake engine writes its argv + env here (JSON)
 ENV_FAKE_ENGINE_EXIT = "NEURON_RUNTIME_FAKE_ENGINE_EXIT"  # "<seconds>:<code>": the fake engine exits by itself
 
+# --- The serving port: vLLM's OpenAI server listens here (the operator's Service and probes point at it) -------------
+DEFAULT_SERVING_PORT = 8000  # vLLM's own --port default (vllm/entrypoints/openai/cli_args.py FrontendArgs.port)
+
 # --- Default paths -----------------------------------------------------------------------------------------------
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 DEFAULT_LOCAL_ARTIFACTS = "/var/lib/neuron-runtime/artifacts"

@@ -31,7 +31,7 @@ DEFAULT_STARTUP_TIMEOUT_SECONDS = 1800  # the operator's default spec.runtime.st
 class ServeConfig:
     """Serving-only settings: none of them is a compile input, so none is in the key."""
 
-    port: int = 8000
+    port: int = constants.DEFAULT_SERVING_PORT
     served_model_name: Optional[str] = None
     extra_args: Tuple[str, ...] = field(default_factory=tuple)
     enable_lora: bool = False
@@ -45,7 +45,7 @@ class ServeConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"{constants.ENV_SERVE_CONFIG} has unknown fields {unknown}")
-        port = data.get("port", 8000)
+        port = data.get("port", constants.DEFAULT_SERVING_PORT)
         max_loras = data.get("max_loras")
         extra = data.get("extra_args") or []
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:

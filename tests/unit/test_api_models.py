@@ -6,7 +6,7 @@ import typing
 
 import pytest
 from neuron_operator.api import (
-    API_VERSION,
+    GROUP_VERSION,
     Condition,
     ConditionType,
     InvalidSpecError,
@@ -304,7 +304,7 @@ def test_status_constants_match_the_schema():
 def test_parse_resource_whole_object():
     svc = parse_resource(
         {
-            "apiVersion": API_VERSION,
+            "apiVersion": GROUP_VERSION,
             "kind": "NeuronInferenceService",
             "metadata": {"name": "llama", "namespace": "ml", "uid": "u-1", "generation": 2, "resourceVersion": "9"},
             "spec": minimal(),

@@ -99,7 +99,7 @@ def test_scaled_to_zero_is_ready():
 
 
 def test_contains_ignores_server_defaults_but_sees_edits():
-    from neuron_operator.reconcile import contains
+    from neuron_operator.children import contains
 
     desired = {"spec": {"replicas": 2, "template": {"metadata": {"annotations": {}}},
                         "ports": [{"port": 8000, "readOnly": False}], "cpu": "108"}}

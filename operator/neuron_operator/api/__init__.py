@@ -13,14 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-GROUP = "inference.neuron-operator.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "NeuronInferenceService"
-PLURAL = "neuroninferenceservices"
-SINGULAR = "neuroninferenceservice"
-SHORT_NAMES = ("nis",)
-CRD_NAME = f"{PLURAL}.{GROUP}"
+from neuron_operator.constants import API_GROUP as GROUP
+from neuron_operator.constants import CRD_NAME, GROUP_VERSION, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 
 from neuron_operator.api.spec import (
     ArtifactsSpec,
@@ -73,7 +67,7 @@ class NeuronInferenceService(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
-    api_version: str = Field(API_VERSION, description="inference.neuron-operator.io/v1alpha1")
+    api_version: str = Field(GROUP_VERSION, description="inference.neuron-operator.io/v1alpha1")
     kind: str = Field(KIND, description="NeuronInferenceService")
     metadata: ObjectMeta
     spec: NeuronInferenceServiceSpec
@@ -83,7 +77,7 @@ class NeuronInferenceService(BaseModel):
 def parse_resource(body: Mapping[str, Any]) -> NeuronInferenceService:
     """Parse a whole object (e.g. kopf's ``body``), or raise :class:`InvalidSpecError` naming each bad field."""
     raw = {
-        "apiVersion": body.get("apiVersion", API_VERSION),
+        "apiVersion": body.get("apiVersion", GROUP_VERSION),
         "kind": body.get("kind", KIND),
         "metadata": dict(body.get("metadata") or {}),
         "spec": dict(body.get("spec") or {}),
@@ -96,7 +90,7 @@ def parse_resource(body: Mapping[str, Any]) -> NeuronInferenceService:
 
 
 __all__ = [
-    "API_VERSION",
+    "GROUP_VERSION",
     "CRD_NAME",
     "GROUP",
     "KIND",

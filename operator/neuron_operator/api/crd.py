@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from neuron_operator.api import (
-    API_VERSION,
+    GROUP_VERSION,
     CRD_NAME,
     GROUP,
     KIND,
@@ -171,7 +171,7 @@ def build_crd() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "apiVersion": {
-                "description": f"API version of this object: {API_VERSION}.",
+                "description": f"API version of this object: {GROUP_VERSION}.",
                 "type": "string",
             },
             "kind": {"description": f"Kind of this object: {KIND}.", "type": "string"},

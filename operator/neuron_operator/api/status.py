@@ -67,6 +67,7 @@ class Reason:
     INVALID_STACK = "InvalidStack"  # spec.runtime.stack (or the family default) cannot run on the instance type
     UNSUPPORTED_BY_STACK = "UnsupportedByStack"  # the spec uses a feature its stack lacks
     CHILD_REJECTED = "ChildRejected"  # the API server refused a child manifest (e.g. clashing manual edit)
+    CHILD_CONFLICT = "ChildConflict"  # an object with a child's name exists and is not ours: never taken over
     # Stalled=True from a serving pod's runtime exit code (runtime/neuron_runtime/constants.py): no restart helps.
     ARTIFACT_CACHE_MISS = "ArtifactCacheMiss"  # exit 6: a graph is not in the artifact; the pod does not compile
     ARTIFACT_INVALID = "ArtifactInvalid"  # exit 3: the artifact is missing or incomplete
@@ -169,3 +170,15 @@ class NeuronInferenceServiceStatus(StatusModel):
     def condition(self, type_: str) -> Condition | None:
         """The condition of ``type_``, or None."""
         return next((c for c in self.conditions if c.type == type_), None)
+
+
+def render_status(status: dict) -> dict:
+    """The status document to write, through the model that also generates the CRD's status schema: a field the
+    operator computes but the model (and so the CRD) lacks is a programming error here, not data the API server
+    would silently prune."""
+    rendered = NeuronInferenceServiceStatus.model_validate(status).model_dump(by_alias=True, exclude_none=True,
+                                                                               mode="json")
+    if rendered != status:
+        lost = sorted(set(status) - set(rendered)) or "values normalised differently"
+        raise ValueError(f"computed status does not round-trip through NeuronInferenceServiceStatus: {lost}")
+    return rendered

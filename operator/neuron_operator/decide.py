@@ -1,0 +1,273 @@
+"""One reconcile pass as a pure decision: (intent, snapshot, now) -> the writes to make and the status inputs.
+
+The intent is the service's spec resolved against the catalog and the operator's configuration (validation problems,
+or the plan); the snapshot is the service and its children as the watch cache holds them. Order matters for the
+"compile before roll" guarantee: the serving workload is switched to a new artifact key only once that key's compile
+Job has succeeded; until then it is re-applied with the artifact it already serves, so non-compile changes
+(replicas, resources, labels) still take effect. Nothing here reads the cluster or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
+
+from . import constants as C
+from .actions import Action, AddOwner, Apply, CreateJob, Delete, PostEvent
+from .api.spec import InvalidSpecError, NeuronInferenceServiceSpec, parse_spec
+from .api.status import Reason
+from .builders import build_compile_job
+from .builders.common import owner_reference, serving_selector
+from .builders.serving import endpoint_url
+from .catalog import Catalog
+from .children import controlled_by, needs_apply, owned_by, serving_children
+from .conditions import JOB_MISSING, JOB_SUCCEEDED, CompileObservation, StatusInputs
+from .config import OperatorConfig
+from .events import NORMAL
+from .groups import decide_groups, group_index, observe_groups
+from .naming import compile_job_name, group_name, headless_service_name, serving_name
+from .observe import (compile_summary, observe_compile, observe_deployment, serving_compile_spec,
+                      serving_instance_type)
+from .plan import ServicePlan, plan_for
+from .validation import Problem, validate
+
+Obj = Mapping[str, Any]
+
+# A child still owned by a deleted service of the same name is garbage being collected: wait for it this long.
+GARBAGE_WAIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What the service asks for: its parsed spec and either the problems that stop it or its plan."""
+
+    service: Obj
+    spec: Optional[NeuronInferenceServiceSpec]
+    problems: tuple[Problem, ...]
+    plan: Optional[ServicePlan]
+
+    @property
+    def job_name(self) -> Optional[str]:
+        return compile_job_name(self.plan.key, self.plan.store.location) if self.plan else None
+
+    @property
+    def group_count(self) -> int:
+        return self.plan.replicas if self.plan and self.plan.multi_node else 0
+
+
+def intent_for(service: Obj, catalog: Catalog, config: OperatorConfig) -> Intent:
+    meta = service["metadata"]
+    try:
+        spec = parse_spec(service.get("spec"))
+    except InvalidSpecError as err:
+        return Intent(service, None, tuple(Problem("spec", Reason.INVALID_SPEC, m) for m in err.messages), None)
+    problems = validate(spec, catalog, config)
+    if problems:
+        return Intent(service, spec, tuple(problems), None)
+    return Intent(service, spec, (), plan_for(meta["name"], meta["namespace"], meta["uid"], spec, catalog, config))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The service's children as the watch cache holds them (see snapshot.take_snapshot)."""
+
+    deployment: Optional[Obj] = None  # named like the service, whoever owns it
+    statefulsets: tuple[Obj, ...] = ()  # labelled as the service's groups, or named like them
+    endpoint: Optional[Obj] = None  # the Service named like the service
+    headless: Optional[Obj] = None
+    pdb: Optional[Obj] = None
+    job: Optional[Obj] = None  # the planned compile Job
+    compile_pods: tuple[Obj, ...] = ()  # that Job's pods
+    pods: tuple[Obj, ...] = ()  # the service's serving pods
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    status: StatusInputs
+    requeue_after: Optional[float] = None
+    compile_summary: str = ""  # the compile pod's report, for the Compiled Event
+
+
+@dataclass
+class _Children:
+    """The snapshot's children sorted into ours (controlled by this service) and the names others hold."""
+
+    deployment: Optional[Obj] = None
+    groups: dict[int, Obj] = field(default_factory=dict)
+    endpoint: Optional[Obj] = None
+    headless: Optional[Obj] = None
+    pdb: Optional[Obj] = None
+    foreign: list[str] = field(default_factory=list)  # objects with our names that we do not control
+    dying: bool = False  # some of those are a deleted same-named service's, being garbage-collected
+
+
+def _sort_children(intent: Intent, snap: Snapshot) -> _Children:
+    meta = intent.service["metadata"]
+    uid, name = meta["uid"], meta["name"]
+    out = _Children()
+
+    def mine(obj: Optional[Obj], kind: str) -> Optional[Obj]:
+        if obj is None:
+            return None
+        if controlled_by(obj, uid):
+            return obj
+        refs = obj["metadata"].get("ownerReferences") or []
+        if obj["metadata"].get("deletionTimestamp") or any(
+                r.get("kind") == C.KIND and r.get("name") == name and r.get("controller") for r in refs):
+            out.dying = True  # a previous service of this name: garbage collection is removing it
+        else:
+            out.foreign.append(f"{kind} {meta['namespace']}/{obj['metadata']['name']}")
+        return None
+
+    out.deployment = mine(snap.deployment, "Deployment")
+    out.endpoint = mine(snap.endpoint, "Service")
+    out.headless = mine(snap.headless, "Service")
+    out.pdb = mine(snap.pdb, "PodDisruptionBudget")
+    group_names = set(snapshot_names(intent)["groups"])
+    for sts in snap.statefulsets:
+        index = group_index(sts)
+        if controlled_by(sts, uid):
+            if index is not None:
+                out.groups[index] = sts
+        elif sts["metadata"]["name"] in group_names:  # only a name we would apply can clash
+            mine(sts, "StatefulSet")
+    return out
+
+
+def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Decision:
+    meta = intent.service["metadata"]
+    generation = int(meta.get("generation") or 0)
+    children = _sort_children(intent, snap)
+    if intent.plan is None:
+        return _stalled(intent, snap, children, list(intent.problems))
+    if children.foreign:
+        return _stalled(intent, snap, children, [Problem(
+            "metadata.name", Reason.CHILD_CONFLICT,
+            f"{', '.join(children.foreign)} already exist(s) and is not controlled by this NeuronInferenceService; "
+            "the operator never takes over an object it did not create: rename the service, or delete the "
+            "object(s) and the operator creates its own")])
+    plan = intent.plan
+    actions: list[Action] = []
+    requeue: Optional[float] = GARBAGE_WAIT_SECONDS if children.dying else None
+
+    # --- compile: one shared Job per (key, store); created here, adopted when another service made it --------------
+    job_name = intent.job_name
+    job = snap.job
+    if job is None:
+        actions.append(CreateJob(build_compile_job(plan), owner_reference(plan, controller=False)))
+        actions.append(PostEvent(NORMAL, "CompileStarted",
+                                 f"compile Job {job_name} started for artifact {plan.key} "
+                                 f"({plan.store.artifact_location(plan.key)})", after=f"Job/{job_name}"))
+        compile_obs = CompileObservation(job_name=job_name, state=JOB_MISSING)
+    elif job["metadata"].get("deletionTimestamp"):
+        compile_obs = CompileObservation(job_name=job_name, state=JOB_MISSING)
+        requeue = 3.0  # recreated once the old one is gone
+    else:
+        if not owned_by(job, plan.uid):
+            actions.append(AddOwner("batch/v1", "Job", job_name, owner_reference(plan, controller=False)))
+        compile_obs = observe_compile(job_name, job, snap.compile_pods)
+    compiled = compile_obs.state == JOB_SUCCEEDED
+
+    # --- serving: the new artifact once compiled, else the one the pods already load -----------------------------
+    current = children.deployment if children.deployment is not None else children.groups.get(0)
+    serving_plan = plan if compiled else _previous_plan(plan, current, catalog)
+    pods = list(snap.pods)
+    if children.dying:
+        serving_plan = None  # wait for the old children to go before creating ours
+    if serving_plan is None:
+        serving_obs = (observe_groups(children.groups, pods, plan.nodes_per_replica, plan.key) if children.groups
+                       else observe_deployment(children.deployment, pods))
+    else:
+        wanted = serving_children(serving_plan)
+        if serving_plan.multi_node:
+            if children.deployment is not None:  # switched from single- to multi-node: free the devices first
+                actions.append(Delete("apps/v1", "Deployment", children.deployment["metadata"]["name"]))
+            groups = decide_groups(serving_plan, children.groups, children.headless, pods, now)
+            actions += groups.actions
+            serving_obs = groups.serving
+            if groups.requeue_after is not None:
+                requeue = min(requeue or groups.requeue_after, groups.requeue_after)
+        else:
+            for sts in children.groups.values():  # switched from multi- to single-node
+                actions.append(Delete("apps/v1", "StatefulSet", sts["metadata"]["name"]))
+            deployment = next(m for m in wanted if m["kind"] == "Deployment")
+            serving_obs = observe_deployment(children.deployment, pods)
+            if needs_apply(children.deployment, deployment):
+                actions.append(Apply(deployment))
+                # The controller has not seen this template yet: whatever the cached status says, it is not rolled out.
+                serving_obs = replace(serving_obs, rolled_out=False)
+        for manifest, live in ((_kind(wanted, "Service", serving_name(plan.name)), children.endpoint),
+                               (_kind(wanted, "PodDisruptionBudget", serving_name(plan.name)), children.pdb)):
+            if needs_apply(live, manifest):
+                actions.append(Apply(manifest))
+
+    status = StatusInputs(
+        generation=generation,
+        replicas=plan.replicas,
+        key=plan.key,
+        artifact_location=plan.store.artifact_location(plan.key),
+        stack=plan.compile_spec.stack,
+        compile=compile_obs,
+        serving=serving_obs,
+        endpoint=endpoint_url(plan),
+        selector=_selector_string(serving_selector(plan)),
+    )
+    summary = compile_summary(snap.compile_pods) if compiled else ""
+    return Decision(actions=tuple(actions), status=status, requeue_after=requeue, compile_summary=summary)
+
+
+def _kind(manifests: list[dict], kind: str, name: str) -> dict:
+    return next(m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name)
+
+
+def _previous_plan(plan: ServicePlan, current: Optional[Obj], catalog: Catalog) -> Optional[ServicePlan]:
+    """The plan for the artifact the workload already serves, so it keeps serving while a new one compiles."""
+    previous = serving_compile_spec(current)
+    instance_name = serving_instance_type(current)
+    if previous is None or instance_name is None:
+        return None  # nothing serves yet: the workload appears once the artifact exists
+    try:
+        instance = catalog.get(instance_name)
+    except KeyError:
+        return None
+    return plan.with_serving_artifact(previous, instance)
+
+
+def _stalled(intent: Intent, snap: Snapshot, children: _Children, problems: list[Problem]) -> Decision:
+    """The spec cannot be acted on: create nothing, touch nothing that serves, say what to change."""
+    meta = intent.service["metadata"]
+    pods = list(snap.pods)
+    if children.groups:
+        size = int(children.groups[min(children.groups)]["spec"].get("replicas") or 1)
+        serving = observe_groups(children.groups, pods, size, None)
+    else:
+        serving = observe_deployment(children.deployment, pods)
+    previous = intent.service.get("status") or {}
+    keep = children.deployment is not None or bool(children.groups)
+    status = StatusInputs(
+        generation=int(meta.get("generation") or 0),
+        replicas=intent.spec.replicas if intent.spec is not None else 0,
+        problems=problems,
+        serving=serving,
+        endpoint=previous.get("endpoint") if keep else None,
+        selector=previous.get("selector") if keep else None,
+    )
+    return Decision(actions=(), status=status)
+
+
+def _selector_string(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def snapshot_names(intent: Intent) -> dict[str, Any]:
+    """The names a pass looks up by (beyond the labelled pods and groups): for take_snapshot."""
+    name = intent.service["metadata"]["name"]
+    return {
+        "deployment": serving_name(name),
+        "endpoint": serving_name(name),
+        "headless": headless_service_name(name),
+        "pdb": serving_name(name),
+        "job": intent.job_name,
+        "groups": [group_name(name, i) for i in range(intent.group_count)],
+    }
