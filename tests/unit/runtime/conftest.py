@@ -87,7 +87,7 @@ def fake_nxdi_output():
 
 
 class FakeS3Client:
-    """In-memory stand-in for the four boto3 S3 calls s3_transfer uses; records the order of uploads."""
+    """In-memory stand-in for the boto3 S3 calls s3_transfer uses; records the order of uploads."""
 
     def __init__(self) -> None:
         self.objects: dict = {}  # (bucket, key) -> bytes
@@ -115,6 +115,19 @@ class FakeS3Client:
         import io
 
         return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+
+    def put_object(self, Bucket, Key, Body, IfNoneMatch=None):
+        if IfNoneMatch == "*" and (Bucket, Key) in self.objects:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "exists"}}, "PutObject")
+        self.objects[(Bucket, Key)] = Body
+        self.uploads.append(Key)
+
+    def delete_objects(self, Bucket, Delete):
+        for obj in Delete["Objects"]:
+            self.objects.pop((Bucket, obj["Key"]), None)
+        return {}
 
 
 @pytest.fixture

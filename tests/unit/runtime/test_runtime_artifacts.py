@@ -205,8 +205,9 @@ def test_s3_publish_uploads_manifest_last(tmp_path, fake_s3, spec, key, profile,
         == artifacts.PUBLISHED
     )
     assert fake_s3.uploads[-1] == f"prefix/{key}/{constants.MANIFEST_FILE}"
-    assert f"prefix/{key}/model.pt" in fake_s3.uploads
-    assert f"prefix/{key}/weights/tp0_sharded_checkpoint.safetensors" in fake_s3.uploads
+    publication = store.lookup(key)["publication"]  # the files go under a prefix of this publication's own
+    assert f"prefix/{key}/{publication}/model.pt" in fake_s3.uploads
+    assert f"prefix/{key}/{publication}/weights/tp0_sharded_checkpoint.safetensors" in fake_s3.uploads
     assert os.listdir(tmp_path / "local" / constants.STAGING_DIR) == []  # local staging cleaned up
     assert store.lookup(key)["key"] == key
     assert (
