@@ -1,0 +1,83 @@
+"""Observations of the children, pure: the compile Job's states and failure detail, the Deployment's counts, the
+runtime failures of serving pods, the compile pod's summary."""
+
+from __future__ import annotations
+
+from neuron_operator.conditions import JOB_FAILED, JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED
+from neuron_operator.observe import compile_summary, observe_compile, observe_deployment, serving_pod_failure
+
+
+def job(status: dict, deleting: bool = False) -> dict:
+    meta = {"name": "nis-compile-1", "namespace": "ml"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    return {"metadata": meta, "spec": {"activeDeadlineSeconds": 14400}, "status": status}
+
+
+def pod(phase: str, terminated: dict | None = None, unschedulable: str = "", created: str = "t1") -> dict:
+    status: dict = {"phase": phase}
+    if terminated:
+        status["containerStatuses"] = [{"name": "compile", "state": {"terminated": terminated}}]
+    if unschedulable:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", "message": unschedulable}]
+    return {"metadata": {"name": f"p-{phase}-{created}", "creationTimestamp": created}, "status": status}
+
+
+def test_compile_states():
+    assert observe_compile("j", None, []).state == JOB_MISSING
+    assert observe_compile("j", job({}, deleting=True), []).state == JOB_MISSING
+    assert observe_compile("j", job({"ready": 1, "active": 1}), []).state == JOB_RUNNING
+    done = observe_compile("j", job({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}), [])
+    assert (done.state, done.attempts) == (JOB_SUCCEEDED, 1)
+
+
+def test_pending_compile_says_why_it_cannot_be_scheduled():
+    obs = observe_compile("j", job({"active": 1}), [pod("Pending", unschedulable="0/9 nodes are available")])
+    assert obs.state == JOB_PENDING and "unschedulable: 0/9 nodes are available" in obs.failure
+
+
+def test_failed_compile_reports_the_latest_pod_failure():
+    pods = [pod("Failed", {"exitCode": 1, "reason": "Error", "message": "old"}, created="t1"),
+            pod("Failed", {"exitCode": 137, "reason": "OOMKilled", "message": "raise compileResources"}, created="t2")]
+    obs = observe_compile("j", job({"failed": 2, "conditions": [{"type": "Failed", "status": "True"}]}), pods)
+    assert obs.state == JOB_FAILED and obs.failure == "OOMKilled (exit 137): raise compileResources"
+    deadline = observe_compile("j", job({"conditions": [{"type": "Failed", "status": "True",
+                                                         "reason": "DeadlineExceeded"}]}), [])
+    assert deadline.failure.startswith("deadline of 14400s exceeded")
+
+
+def test_compile_summary_is_the_succeeded_pods_message():
+    pods = [pod("Failed", {"exitCode": 1, "message": "no"}), pod("Succeeded", {"exitCode": 0, "message": "compiled 3 graphs"})]
+    assert compile_summary(pods) == "compiled 3 graphs"
+    assert compile_summary([pod("Running")]) == ""
+
+
+def deployment(replicas=2, available=2, updated=2, generation=3, observed=3) -> dict:
+    return {"metadata": {"name": "llama", "namespace": "ml", "generation": generation,
+                         "labels": {"inference.neuron-operator.io/artifact-key": "k1"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {}}},
+            "status": {"observedGeneration": observed, "replicas": replicas, "updatedReplicas": updated,
+                       "readyReplicas": available, "availableReplicas": available}}
+
+
+def test_deployment_rolled_out_only_when_the_controller_saw_the_latest_generation():
+    assert observe_deployment(deployment(), []).rolled_out
+    assert not observe_deployment(deployment(observed=2), []).rolled_out
+    assert not observe_deployment(deployment(updated=1), []).rolled_out
+    assert observe_deployment(None, []).exists is False
+
+
+def test_unavailable_deployment_reads_its_pods_for_the_reason():
+    crashing = {"metadata": {"name": "llama-x"}, "status": {"containerStatuses": [
+        {"lastState": {"terminated": {"exitCode": 3, "message": "artifact   incomplete"}}}]}}
+    obs = observe_deployment(deployment(available=1), [crashing, pod("Pending", unschedulable="Insufficient")])
+    assert obs.failure.exit_code == 3 and obs.failure.message == "artifact incomplete"
+    assert "unschedulable: Insufficient" in obs.unavailable_reason
+
+
+def test_only_permanent_exit_codes_are_runtime_failures():
+    def crashed(code):
+        return {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": code}}}]}}
+
+    assert [serving_pod_failure(crashed(c)) is not None for c in (1, 2, 3, 4, 5, 6, 137)] == [
+        False, True, True, False, False, True, False]
