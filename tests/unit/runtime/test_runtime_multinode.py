@@ -18,6 +18,7 @@ from neuron_runtime.compile_spec import compile_key
 from neuron_runtime.contract import ServeConfig, read_contract
 from neuron_runtime.errors import ArtifactError, CompileError, RendezvousTimeout, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, serve_override_neuron_config
+from neuron_runtime.serving_paths import rank_artifact_dir
 from neuron_runtime.topology import NodeRole
 
 LEADER = "llama-g1-0.llama-peers.prod.svc.cluster.local"
@@ -203,10 +204,10 @@ def test_per_rank_overrides_follow_nxdi(make_spec, profile):
 def test_rank_artifact_dir(spec2, contract_env, tmp_path):
     key = compile_key(spec2)
     pvc = read_contract(contract_env(spec2, "/var/lib/neuron-operator/artifacts"))
-    assert multinode.rank_artifact_dir(pvc, {}, 1) == f"/var/lib/neuron-operator/artifacts/{key}/rank-1"
+    assert rank_artifact_dir(pvc, {}, 1) == f"/var/lib/neuron-operator/artifacts/{key}/rank-1"
     s3_env = contract_env(spec2, "s3://bucket/prefix")
     s3 = read_contract(s3_env)
-    assert multinode.rank_artifact_dir(s3, s3_env, 0) == str(tmp_path / "local-artifacts" / key / "rank-0")
+    assert rank_artifact_dir(s3, s3_env, 0) == str(tmp_path / "local-artifacts" / key / "rank-0")
 
 
 def test_fake_engine_only_in_test_mode():
