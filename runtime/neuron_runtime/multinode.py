@@ -6,7 +6,7 @@ Pure parts (golden-tested): :func:`read_group_config` (the operator's env contra
 
   1. role from NEURON_OPERATOR_RANK (validated against the world size and, when the hostname is a peer's, against it);
   2. workers start their /health server (503 until the engine runs) on the serving port;
-  3. rendezvous (rendezvous.py), bounded by NEURON_OPERATOR_RENDEZVOUS_TIMEOUT:
+  3. rendezvous (rendezvous.py, protocol in docs/runtime-multinode.md), bounded by NEURON_OPERATOR_RENDEZVOUS_TIMEOUT:
      the leader's name resolves, every peer's name resolves, the leader listens on the rendezvous port, every worker
      connects -> "formed";
   4. local preparation on every node in parallel (fetch this rank's artifacts, verify them, make the model's
@@ -36,6 +36,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, TextIO, Tu
 from neuron_runtime import artifacts, constants, model_source, process, rendezvous, testhooks
 from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
+from neuron_runtime.deadlines import Deadline
 from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.errors import PeerLost, RuntimeFailure, SpecError, Terminated
 from neuron_runtime.neuron_config import build_neuron_config_kwargs
@@ -47,10 +48,12 @@ from neuron_runtime.nxdi_server import (
     materialize_models,
     planned_models,
 )
+from neuron_runtime.peer_names import Resolver, wait_for_names
 from neuron_runtime.serving_paths import rank_artifact_dir
 from neuron_runtime.stacks import MultiNodeSettings, NxdiStackProfile
 from neuron_runtime.termination import write_termination_message
 from neuron_runtime.topology import NodeRole
+from neuron_runtime.worker_health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +332,7 @@ def run_multinode_serve(
     dry_run: bool = False,
     out: TextIO = sys.stdout,
     s3_client=None,
-    resolver: Optional[rendezvous.Resolver] = None,
+    resolver: Optional[Resolver] = None,
     hostname: Optional[str] = None,
 ) -> int:
     spec, key, profile = contract.spec, contract.key, contract.profile
@@ -339,7 +342,7 @@ def run_multinode_serve(
     serve_config = read_serve_config(env)
     artifact_dir = rank_artifact_dir(contract, env, group.rank)
     port = rendezvous_port(env)
-    bind_host = rendezvous.bind_host_from_env(env)
+    bind_host = testhooks.bind_host_from_env(env)
 
     def commands(models: LocalModels, directory: str) -> Tuple[List[str], Dict[str, str]]:
         build = build_leader_argv if group.is_leader else build_worker_argv
@@ -376,9 +379,9 @@ def run_multinode_serve(
         "multi-node serve: %s rank %d of %d in group %d (%s), leader %s",
         group.role_name, group.rank, group.world_size, group.group_index, group.own_address, group.leader_address,
     )  # fmt: skip
-    resolver = resolver or rendezvous.resolver_from_env(env)
+    resolver = resolver or testhooks.resolver_from_env(env)
     timing = rendezvous_timing(env)
-    deadline = rendezvous.Deadline(group.rendezvous_timeout)
+    deadline = Deadline(group.rendezvous_timeout)
     link = None
     health = None
     status = None
@@ -397,10 +400,10 @@ def run_multinode_serve(
                 status = MemberStatus(lambda: link.failure.reason if link.failure.is_set() else None)
                 status.phase = f"waiting for the group to form (leader {group.leader_address})"
                 try:
-                    health = rendezvous.HealthServer(bind_host, serve_config.port, status.health).start()
+                    health = HealthServer(bind_host, serve_config.port, status.health).start()
                 except OSError as e:
                     raise RuntimeFailure(f"cannot serve /health on port {serve_config.port}: {e}") from None
-            rendezvous.wait_for_names(group.leader_address, group.peer_addresses, resolver, deadline)
+            wait_for_names(group.leader_address, group.peer_addresses, resolver, deadline)
             if isinstance(link, rendezvous.LeaderRendezvous):
                 link.open()
                 link.wait_formed(deadline)

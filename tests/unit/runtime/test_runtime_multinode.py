@@ -12,10 +12,11 @@ import os
 import pytest
 from conftest import multi_node_kwargs, write_fake_group_artifacts
 
-from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, rendezvous, testhooks
+from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, peer_names, testhooks
 from neuron_runtime.compile import compile_rank, run_compile
 from neuron_runtime.compile_spec import compile_key
 from neuron_runtime.contract import ServeConfig, read_contract
+from neuron_runtime.deadlines import Deadline
 from neuron_runtime.errors import ArtifactError, CompileError, RendezvousTimeout, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, serve_override_neuron_config
 from neuron_runtime.serving_paths import rank_artifact_dir
@@ -243,24 +244,24 @@ def test_serve_dry_run(spec2, contract_env, tmp_path, rank, role, module):
 
 
 def test_hosts_parsing_and_test_resolver(tmp_path):
-    assert rendezvous.parse_hosts("a=127.0.0.2, b=127.0.0.3") == {"a": ["127.0.0.2"], "b": ["127.0.0.3"]}
+    assert peer_names.parse_hosts("a=127.0.0.2, b=127.0.0.3") == {"a": ["127.0.0.2"], "b": ["127.0.0.3"]}
     hosts = tmp_path / "hosts"
     hosts.write_text("# comment\na 127.0.0.2\n")
-    resolve = rendezvous.test_hosts_resolver(f"@{hosts}")
+    resolve = testhooks.test_hosts_resolver(f"@{hosts}")
     assert resolve("a") == ["127.0.0.2"] and resolve("b") == []
     hosts.write_text("a 127.0.0.2\nb 127.0.0.3\n")  # re-read on every lookup
     assert resolve("b") == ["127.0.0.3"]
-    assert rendezvous.test_hosts_resolver("@/nonexistent")("a") == []
+    assert testhooks.test_hosts_resolver("@/nonexistent")("a") == []
 
 
 def test_test_hosts_are_ignored_outside_test_mode():
-    assert rendezvous.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4"}) is rendezvous.system_resolver
-    assert rendezvous.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4", "NEURON_RUNTIME_TEST_MODE": "1"})(
+    assert testhooks.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4"}) is peer_names.system_resolver
+    assert testhooks.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4", "NEURON_RUNTIME_TEST_MODE": "1"})(
         "a"
     ) == ["1.2.3.4"]
-    assert rendezvous.bind_host_from_env({"NEURON_RUNTIME_TEST_BIND_HOST": "127.0.0.3"}) == ""
-    assert rendezvous.system_resolver("localhost")  # the real resolver works for a name that exists
-    assert rendezvous.system_resolver("no-such-host.invalid") == []
+    assert testhooks.bind_host_from_env({"NEURON_RUNTIME_TEST_BIND_HOST": "127.0.0.3"}) == ""
+    assert peer_names.system_resolver("localhost")  # the real resolver works for a name that exists
+    assert peer_names.system_resolver("no-such-host.invalid") == []
 
 
 class FakeClock:
@@ -276,10 +277,10 @@ class FakeClock:
 
 def test_waiting_logs_progress_then_times_out(caplog):
     clock = FakeClock()
-    deadline = rendezvous.Deadline(12, clock)
+    deadline = Deadline(12, clock)
     names = {"w": ["10.0.0.3"]}  # the leader never resolves
     with caplog.at_level(logging.INFO), pytest.raises(RendezvousTimeout) as info:
-        rendezvous.wait_for_names("lead", ("lead", "w"), lambda n: names.get(n, []), deadline, sleep=clock.sleep)
+        peer_names.wait_for_names("lead", ("lead", "w"), lambda n: names.get(n, []), deadline, sleep=clock.sleep)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting")]
     assert lines == [
         "waiting for leader lead to resolve (0s/12s)",
@@ -294,12 +295,12 @@ def test_waiting_for_peers_names_the_missing_ones(caplog):
     clock = FakeClock()
     names = {"lead": ["10.0.0.2"], "w1": ["10.0.0.3"]}
     with caplog.at_level(logging.INFO), pytest.raises(RendezvousTimeout, match="peers to resolve: w2"):
-        rendezvous.wait_for_names(
-            "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), rendezvous.Deadline(3, clock), sleep=clock.sleep
+        peer_names.wait_for_names(
+            "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), Deadline(3, clock), sleep=clock.sleep
         )
     names["w2"] = ["10.0.0.4"]
-    found = rendezvous.wait_for_names(
-        "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), rendezvous.Deadline(3, clock), sleep=clock.sleep
+    found = peer_names.wait_for_names(
+        "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), Deadline(3, clock), sleep=clock.sleep
     )
     assert found.addresses == (("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",))
 
