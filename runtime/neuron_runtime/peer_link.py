@@ -44,6 +44,10 @@ class Link:
                 chunk = self.sock.recv(4096)
             except socket.timeout:
                 raise LinkClosed(f"no heartbeat for {timeout:g}s") from None
+            except ConnectionResetError:
+                # A peer that dies with unread data in its receive buffer resets the connection instead of closing
+                # it (RFC 1122 4.2.2.13): the same event as an EOF here, so the same words.
+                raise LinkClosed("connection closed (reset by peer)") from None
             except OSError as e:
                 raise LinkClosed(f"connection error: {e}") from None
             if not chunk:

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import time
 
 import pytest
 from conftest import multi_node_kwargs, write_fake_group_artifacts
@@ -462,3 +463,24 @@ def test_group_manifest_refuses_mixed_software(make_spec):
         artifacts.build_group_manifest(key, spec, ranks)
     with pytest.raises(CompileError, match="needs ranks 0..1"):
         artifacts.build_group_manifest(key, spec, {0: ranks[0]})
+
+
+def test_a_reset_connection_reads_as_closed():
+    """A peer killed with unread data resets the TCP connection instead of closing it: still "connection closed"."""
+    import socket
+    import struct
+
+    from neuron_runtime.peer_link import Link, LinkClosed
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    link = Link(a, "peer")
+    a.sendall(b"never read by b")
+    time.sleep(0.1)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+    b.close()
+    time.sleep(0.1)
+    with pytest.raises(LinkClosed, match=r"^connection closed \(reset by peer\)$"):
+        link.recv(2)
+    link.close()
