@@ -5,7 +5,8 @@ Pure parts (golden-tested): :func:`read_group_config` (the operator's env contra
 :func:`run_multinode_serve` is the I/O sequence of one member:
 
   1. role from NEURON_OPERATOR_RANK (validated against the world size and, when the hostname is a peer's, against it);
-  2. workers start their /health server (503 until the engine runs) on the serving port;
+  2. the fabric check (fabric.py: libfabric must offer FI_PROVIDER, efa; else exit 7), then workers start their
+     /health server (503 until the engine runs) on the serving port;
   3. rendezvous (rendezvous.py, protocol in docs/runtime-multinode.md), bounded by NEURON_OPERATOR_RENDEZVOUS_TIMEOUT:
      the leader's name resolves, every peer's name resolves, the leader listens on the rendezvous port, every worker
      connects -> "formed";
@@ -33,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
-from neuron_runtime import artifacts, constants, model_source, process, rendezvous, testhooks
+from neuron_runtime import artifacts, constants, fabric, model_source, process, rendezvous, testhooks
 from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
 from neuron_runtime.deadlines import Deadline
@@ -203,6 +204,13 @@ def build_multinode_env(
     env[mn.env_local_tp] = str(spec.local_tp)
     env.setdefault(mn.env_master_port, str(mn.default_master_port))
     env.setdefault(mn.env_root_comm_id, f"{group.leader_address}:{mn.default_root_comm_port}")
+    return build_fabric_env(env, mn)
+
+
+def build_fabric_env(base_env: Mapping[str, str], mn: MultiNodeSettings) -> Dict[str, str]:
+    """``base_env`` plus the fabric variables (FI_*, a pod-level value wins) and the Neuron runtime and EFA library
+    directories in front of LD_LIBRARY_PATH: what libfabric sees in the engine, and so in the fabric check. Pure."""
+    env = dict(base_env)
     for name, value in mn.fabric_env:
         env.setdefault(name, value)
     parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
@@ -387,6 +395,8 @@ def run_multinode_serve(
     status = None
     try:
         with terminate_on_signals():
+            # Before the rendezvous: a member without EFA ends at once (exit 7) instead of after the group formed.
+            fabric.check_fabric(build_fabric_env(env, _settings(profile)), f"rank {group.rank} ({group.own_address})")
             if group.is_leader:
                 link = rendezvous.LeaderRendezvous(
                     world_size=group.world_size, group=group.group_index, key=key, peers=group.peer_addresses,

@@ -3,8 +3,8 @@
 Nothing here changes behaviour unless the test-mode variable is "1", which no operator-built pod sets. Tests use it
 to run real runtime processes without Neuron hardware or vLLM: the fake engine (neuron_runtime.fake_engine) in place
 of the server, name resolution from a hosts list (NEURON_RUNTIME_TEST_HOSTS), listeners bound to one loopback
-address (NEURON_RUNTIME_TEST_BIND_HOST). The production code asks this module which to use and gets the real thing
-outside test mode.
+address (NEURON_RUNTIME_TEST_BIND_HOST), no fabric check (NEURON_RUNTIME_TEST_SKIP_FABRIC_CHECK). The production
+code asks this module which to use and gets the real thing outside test mode.
 """
 
 from __future__ import annotations
@@ -72,6 +72,17 @@ def bind_host_from_env(env: Mapping[str, str]) -> str:
     if test_mode(env) and env.get(constants.ENV_TEST_BIND_HOST):
         return env[constants.ENV_TEST_BIND_HOST]
     return ""
+
+
+def fabric_check_skipped(env: Mapping[str, str]) -> bool:
+    """NEURON_RUNTIME_TEST_SKIP_FABRIC_CHECK=1 in test mode: no fi_info before the rendezvous (hosts without EFA)."""
+    if env.get(constants.ENV_TEST_SKIP_FABRIC_CHECK) != "1":
+        return False
+    if not test_mode(env):
+        log.warning("ignoring %s: %s is not 1", constants.ENV_TEST_SKIP_FABRIC_CHECK, constants.ENV_TEST_MODE)
+        return False
+    log.warning("TEST MODE: skipping the fabric check (%s=1)", constants.ENV_TEST_SKIP_FABRIC_CHECK)
+    return True
 
 
 def copy_cache_entry(local_dir: str, remote_dir: str, name: str) -> None:
