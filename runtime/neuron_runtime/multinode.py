@@ -49,7 +49,7 @@ from neuron_runtime.nxdi_server import (
     materialize_models,
     planned_models,
 )
-from neuron_runtime.peer_names import Resolver, wait_for_names
+from neuron_runtime.peer_names import Resolver, preferred_address, wait_for_names
 from neuron_runtime.serving_paths import rank_artifact_dir
 from neuron_runtime.stacks import MultiNodeSettings, NxdiStackProfile
 from neuron_runtime.termination import write_termination_message
@@ -183,17 +183,19 @@ def build_multinode_env(
     profile: NxdiStackProfile,
     artifact_dir: str,
     group: GroupConfig,
+    leader_ip: Optional[str],
 ) -> Dict[str, str]:
     """The engine's environment on node ``group.rank``: the single-node serving env plus the fork's multi-node env.
-    Pure.
+    Pure. ``leader_ip``: the leader's address as the rendezvous resolved it (None in a dry run, which resolves
+    nothing), for NEURON_RT_ROOT_COMM_ID (see :func:`root_comm_id`).
 
     F23 vllm/worker/neuron_worker.py: ENABLE_NEURON_MULTI_NODE=true makes NeuronWorker take rank NEURON_RANK_ID, the
     gloo world size WORLD_SIZE (= nodes, one process per node) and distributed_init_method "env://", i.e.
     torch.distributed reads MASTER_ADDR/MASTER_PORT; is_driver_worker is rank 0. F23
     examples/neuron/multi_node/launch_script.py adds NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 and
     NEURON_LOCAL_TP=<local_ranks_size>; multi_node_launcher.sh exports FI_PROVIDER=efa, FI_EFA_USE_DEVICE_RDMA=1,
-    FI_EFA_FORK_SAFE=1 and LD_LIBRARY_PATH with /opt/aws/neuron/lib:/opt/amazon/efa/lib. MASTER_PORT,
-    NEURON_RT_ROOT_COMM_ID and the FI_* variables keep a value the pod already has (the operator sets the same).
+    FI_EFA_FORK_SAFE=1 and LD_LIBRARY_PATH with /opt/aws/neuron/lib:/opt/amazon/efa/lib. MASTER_PORT and the FI_*
+    variables keep a value the pod already has (the operator sets the same).
     """
     mn = _settings(profile)
     env = build_serve_env(base_env, spec, profile, artifact_dir)  # also drops inherited multi-node variables
@@ -203,8 +205,35 @@ def build_multinode_env(
     env[mn.env_master_addr] = group.leader_address
     env[mn.env_local_tp] = str(spec.local_tp)
     env.setdefault(mn.env_master_port, str(mn.default_master_port))
-    env.setdefault(mn.env_root_comm_id, f"{group.leader_address}:{mn.default_root_comm_port}")
+    env[mn.env_root_comm_id] = root_comm_id(base_env, mn, leader_ip, group.leader_address)
     return build_fabric_env(env, mn)
+
+
+def root_comm_id(base_env: Mapping[str, str], mn: MultiNodeSettings, leader_ip: Optional[str], leader: str) -> str:
+    """NEURON_RT_ROOT_COMM_ID: ``<leader IP>:<port>``. Pure.
+
+    The Neuron runtime wants an IP address there: ``NEURON_RT_ROOT_COMM_ID=<ip_address:port>`` "specifying the IP
+    address and assign a port for the rank 0 worker" (aws-neuron-sdk v2.23.0 neuron-runtime/nrt-api-guide.rst).
+    The fork's launcher writes ``<MASTER_ADDR>:63423`` (F23 examples/neuron/multi_node/launch_script.py), which is
+    an IP where MASTER_ADDR is one; ours is the leader's DNS name (kept for MASTER_ADDR: torch's env:// resolves
+    names), so the host here is the address the rendezvous resolved. The port of a pod-level value is kept (the
+    operator sets the same port). An IPv6 address is bracketed (UNVERIFIED: no IPv6 example in the Neuron docs).
+    """
+    port = str(mn.default_root_comm_port)
+    _, sep, pod_port = base_env.get(mn.env_root_comm_id, "").rpartition(":")
+    if sep and pod_port.isdigit():
+        port = pod_port
+    host = leader_ip if leader_ip is not None else f"<IP of {leader}>"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def root_comm_note(base_env: Mapping[str, str], env: Mapping[str, str], profile: NxdiStackProfile) -> str:
+    """The log line that says which NEURON_RT_ROOT_COMM_ID the engine gets, and why it differs from the pod's."""
+    name = _settings(profile).env_root_comm_id
+    note = f"{name}={env[name]}: the leader's resolved address (the Neuron runtime needs an IP address)"
+    if base_env.get(name) not in (None, env[name]):
+        note += f", not the pod's {base_env[name]}"
+    return note
 
 
 def build_fabric_env(base_env: Mapping[str, str], mn: MultiNodeSettings) -> Dict[str, str]:
@@ -352,17 +381,17 @@ def run_multinode_serve(
     port = rendezvous_port(env)
     bind_host = testhooks.bind_host_from_env(env)
 
-    def commands(models: LocalModels, directory: str) -> Tuple[List[str], Dict[str, str]]:
+    def commands(models: LocalModels, directory: str, leader_ip: Optional[str]) -> Tuple[List[str], Dict[str, str]]:
         build = build_leader_argv if group.is_leader else build_worker_argv
         argv = build(
             spec, serve_config, profile, group, model_path=models.model_path, adapter_paths=models.adapter_paths,
             draft_path=models.draft_path, python=sys.executable,
         )  # fmt: skip
         argv = testhooks.engine_command(argv, env, group.role_name, bind_host, serve_config.port)
-        return argv, build_multinode_env(env, spec, profile, directory, group)
+        return argv, build_multinode_env(env, spec, profile, directory, group, leader_ip)
 
     if dry_run:
-        argv, server_env = commands(planned_models(spec, env), artifact_dir)
+        argv, server_env = commands(planned_models(spec, env), artifact_dir, None)
         plan = {
             "command": "serve",
             "key": key,
@@ -413,18 +442,21 @@ def run_multinode_serve(
                     health = HealthServer(bind_host, serve_config.port, status.health).start()
                 except OSError as e:
                     raise RuntimeFailure(f"cannot serve /health on port {serve_config.port}: {e}") from None
-            wait_for_names(group.leader_address, group.peer_addresses, resolver, deadline)
+            names = wait_for_names(group.leader_address, group.peer_addresses, resolver, deadline)
             if isinstance(link, rendezvous.LeaderRendezvous):
+                leader_ip = preferred_address(names.addresses[0])  # the workers apply the same rule to the same name
                 link.open()
                 link.wait_formed(deadline)
             else:
                 link.join(deadline)
+                leader_ip = link.leader_address  # the address this worker reached the leader on
                 link.watch_leader_name()
                 status.phase = "preparing the engine (artifacts, model files)"
 
-            argv, server_env = commands(*_prepare(contract, env, group, s3_client))
+            argv, server_env = commands(*_prepare(contract, env, group, s3_client), leader_ip)
             for warning in env_overrides(env, server_env, profile):
                 log.warning("multi-node env: %s", warning)
+            log.info("multi-node env: %s", root_comm_note(env, server_env, profile))
             if isinstance(link, rendezvous.LeaderRendezvous):
                 link.wait_ready()
                 link.go()

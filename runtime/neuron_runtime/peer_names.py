@@ -6,10 +6,11 @@ function from a name to its addresses, so tests pass their own (the test hosts r
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from neuron_runtime.deadlines import Deadline, wait_until
 
@@ -30,6 +31,18 @@ def system_resolver(name: str) -> List[str]:
         if address not in seen:
             seen.append(address)
     return seen
+
+
+def preferred_address(addresses: Sequence[str]) -> str:
+    """The one address of a name that resolves to several: the first IPv4 address, else the first. Every member
+    applies the same rule to the leader's name, so all agree on where the leader is (NEURON_RT_ROOT_COMM_ID)."""
+    for address in addresses:
+        try:
+            if ipaddress.ip_address(address).version == 4:
+                return address
+        except ValueError:
+            continue
+    return addresses[0]
 
 
 def parse_hosts(text: str) -> Dict[str, List[str]]:

@@ -17,7 +17,7 @@ from neuron_runtime import constants
 from neuron_runtime.deadlines import Clock, Deadline, wait_until
 from neuron_runtime.errors import PeerLost, RendezvousTimeout
 from neuron_runtime.peer_link import Link, LinkClosed, Pinger, listen
-from neuron_runtime.peer_names import Resolver
+from neuron_runtime.peer_names import Resolver, preferred_address
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class WorkerRendezvous:
             if not addresses:
                 state["what"] = lambda: f"leader {self.leader} to resolve again"
                 return False
-            self.leader_address = addresses[0]
+            self.leader_address = preferred_address(addresses)  # also the leader's NEURON_RT_ROOT_COMM_ID host
             try:
                 sock = socket.create_connection((self.leader_address, self.port), timeout=2.0)
             except OSError:

@@ -114,7 +114,7 @@ def test_multinode_env_golden(spec2, profile):
         "WORLD_SIZE": "64",  # stale / wrong: the contract-derived value replaces it
         "NEURON_COMPILED_ARTIFACTS": "/elsewhere",
     }
-    env = multinode.build_multinode_env(base, spec2, profile, "/store/key/rank-1", group)
+    env = multinode.build_multinode_env(base, spec2, profile, "/store/key/rank-1", group, "10.0.0.2")
     assert env == {
         "PATH": "/usr/bin",
         "LD_LIBRARY_PATH": "/opt/aws/neuron/lib:/usr/local/lib:/opt/amazon/efa/lib",
@@ -128,7 +128,7 @@ def test_multinode_env_golden(spec2, profile):
         "WORLD_SIZE": "2",  # nodes: the fork's gloo world, one process per node
         "MASTER_ADDR": LEADER,
         "MASTER_PORT": "29555",
-        "NEURON_RT_ROOT_COMM_ID": f"{LEADER}:63423",
+        "NEURON_RT_ROOT_COMM_ID": "10.0.0.2:63423",  # an IP address (nrt-api-guide.rst), not the DNS name
         "NEURON_LOCAL_TP": "32",
         "FI_PROVIDER": "tcp",
         "FI_EFA_USE_DEVICE_RDMA": "1",
@@ -142,7 +142,8 @@ def test_multinode_env_golden(spec2, profile):
 
 
 def test_operator_env_is_what_the_runtime_derives(spec2, profile):
-    """The values the operator puts on the pod (for kubectl describe) equal the runtime's: no override warnings."""
+    """The values the operator puts on the pod (for kubectl describe) equal the runtime's: no override warnings.
+    Except NEURON_RT_ROOT_COMM_ID: the operator can only name the leader by DNS, the runtime puts the resolved IP."""
     group = multinode.read_group_config(group_env(rank=1), spec2)
     operator_env = {
         "ENABLE_NEURON_MULTI_NODE": "true", "NEURON_RANK_ID": "1", "WORLD_SIZE": "2", "MASTER_ADDR": LEADER,
@@ -151,10 +152,30 @@ def test_operator_env_is_what_the_runtime_derives(spec2, profile):
         "NEURON_COMPILED_ARTIFACTS": "/var/lib/neuron-operator/artifacts/key/rank-1",
     }  # fmt: skip
     env = multinode.build_multinode_env(
-        operator_env, spec2, profile, "/var/lib/neuron-operator/artifacts/key/rank-1", group
+        operator_env, spec2, profile, "/var/lib/neuron-operator/artifacts/key/rank-1", group, "10.0.0.2"
     )
     assert multinode.env_overrides(operator_env, env, profile) == []
-    assert {k: env[k] for k in operator_env} == operator_env
+    assert {k: env[k] for k in operator_env} == dict(operator_env, NEURON_RT_ROOT_COMM_ID="10.0.0.2:63423")
+    assert multinode.root_comm_note(operator_env, env, profile) == (
+        "NEURON_RT_ROOT_COMM_ID=10.0.0.2:63423: the leader's resolved address (the Neuron runtime needs an IP "
+        f"address), not the pod's {LEADER}:63423"
+    )
+
+
+def test_root_comm_id_is_the_leaders_ip(profile):
+    mn = profile.multi_node
+    assert multinode.root_comm_id({}, mn, "10.0.0.2", LEADER) == "10.0.0.2:63423"
+    assert multinode.root_comm_id({"NEURON_RT_ROOT_COMM_ID": f"{LEADER}:46820"}, mn, "10.0.0.2", LEADER) == (
+        "10.0.0.2:46820"  # the pod's port, the leader's address
+    )
+    assert multinode.root_comm_id({"NEURON_RT_ROOT_COMM_ID": "junk"}, mn, "10.0.0.2", LEADER) == "10.0.0.2:63423"
+    assert multinode.root_comm_id({}, mn, "fd00::2", LEADER) == "[fd00::2]:63423"
+    assert multinode.root_comm_id({}, mn, None, LEADER) == f"<IP of {LEADER}>:63423"  # dry run: nothing resolved
+
+
+def test_every_member_picks_the_same_leader_address():
+    assert peer_names.preferred_address(["fd00::2", "10.0.0.2", "10.0.0.9"]) == "10.0.0.2"
+    assert peer_names.preferred_address(["fd00::2", "fd00::3"]) == "fd00::2"
 
 
 def test_leader_and_worker_argv_golden(spec2, profile):
@@ -236,6 +257,7 @@ def test_serve_dry_run(spec2, contract_env, tmp_path, rank, role, module):
     assert plan["argv"][1:3] == ["-m", module]
     assert plan["rendezvous"] == {"port": 29400, "timeout_seconds": 600.0}
     assert plan["env"]["set"]["NEURON_RANK_ID"] == str(rank)
+    assert plan["env"]["set"]["NEURON_RT_ROOT_COMM_ID"] == f"<IP of {LEADER}>:63423"  # a dry run resolves nothing
     assert plan["env"]["set"]["NEURON_COMPILED_ARTIFACTS"] == plan["artifact"]
     assert plan["neuron_config"]["start_rank_id"] == 32 * rank
     assert not (tmp_path / "store").exists()

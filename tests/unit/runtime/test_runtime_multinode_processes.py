@@ -174,6 +174,7 @@ class Group:
                 "NEURON_OPERATOR_LEADER_ADDRESS": self.names[0],
                 "NEURON_OPERATOR_PEER_ADDRESSES": ",".join(self.names),
                 "NEURON_OPERATOR_RENDEZVOUS_TIMEOUT": str(self.timeout),
+                "NEURON_RT_ROOT_COMM_ID": f"{self.names[0]}:63423",  # what the operator sets
                 "NEURON_RUNTIME_RENDEZVOUS_PORT": str(self.rendezvous_port),
                 "NEURON_RUNTIME_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 # TEST HOOKS
@@ -300,9 +301,12 @@ def test_group_forms_and_every_member_answers_health(group_factory):
         assert env["ENABLE_NEURON_MULTI_NODE"] == "true"
         assert (env["NEURON_RANK_ID"], env["WORLD_SIZE"], env["NEURON_LOCAL_TP"]) == (str(rank), "3", "2")
         assert env["MASTER_ADDR"] == group.names[0] and env["MASTER_PORT"] == "29500"
-        assert env["NEURON_RT_ROOT_COMM_ID"] == f"{group.names[0]}:63423"
+        assert env["NEURON_RT_ROOT_COMM_ID"] == "127.0.0.2:63423"  # the leader's IP, not the pod's DNS-based value
         assert env["NEURON_COMPILED_ARTIFACTS"] == str(group.store / group.key / f"rank-{rank}")
         assert env["FI_PROVIDER"] == "efa"
+    for member in (leader, worker1, worker2):
+        member.wait_log(f"NEURON_RT_ROOT_COMM_ID=127.0.0.2:63423: the leader's resolved address (the Neuron runtime "
+                        f"needs an IP address), not the pod's {group.names[0]}:63423")
     assert http_status(leader.address, group.http_port, "/metrics") == 200  # leader: the engine's own endpoints
 
     # The group stays up (heartbeats flowing) well past the heartbeat timeout.
