@@ -19,7 +19,7 @@ from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.contract import ServeConfig
 from neuron_runtime.errors import ArtifactError, SpecError
 from neuron_runtime.neuron_config import serve_override_neuron_config, sorted_adapters
-from neuron_runtime.stacks import NxdiStackProfile, installed_versions
+from neuron_runtime.stacks import NxdiStackProfile, installed_versions, pin_matches
 from neuron_runtime.topology import SINGLE_NODE, NodeRole
 
 
@@ -123,12 +123,16 @@ def build_server_argv(
     return argv + list(serve_config.extra_args)
 
 
-def version_drift(profile: NxdiStackProfile, recorded: Mapping[str, Optional[str]], installed: Mapping[str, Optional[str]]):
-    """Pinned packages whose installed version differs from the one the artifacts were compiled with."""
+def version_drift(
+    profile: NxdiStackProfile, recorded: Mapping[str, Optional[str]], installed: Mapping[str, Optional[str]]
+) -> List[str]:
+    """Pinned packages whose installed version differs from the one the artifacts were compiled with. Under a
+    family pin ("4.48.*") another release of the same family is no drift: the stack accepts any of them."""
     return [
         f"{name} compiled with {recorded.get(name)}, installed {installed.get(name)}"
-        for name in profile.pinned_distributions
+        for name, pin in profile.pinned_distributions.items()
         if recorded.get(name) is not None and recorded.get(name) != installed.get(name)
+        and not (pin.endswith(".*") and installed.get(name) and pin_matches(installed[name], pin))
     ]
 
 

@@ -136,11 +136,15 @@ NEURON_2_23_VLLM_0_7_2 = NxdiStackProfile(
     # Neuron 2.23 release manifest (aws-neuron-sdk v2.23.0 src/helperscripts/n2-manifest.json); NX3 tag v0.3.5591.
     # vLLM: the fork's setup.py takes its version from setuptools-scm; Dockerfile.neuron fixes it to 0.7.2
     # (SETUPTOOLS_SCM_PRETEND_VERSION) and setup.py appends "+neuron218" (get_vllm_version).
+    # transformers: NX3 setup.py install_requires "transformers==4.48.*", a family pin (PEP 440 prefix, accepted by
+    # stacks.pin_matches); the DLC installs NxDI with --no-deps, so nothing else enforces it. The fork asks for
+    # "transformers >= 4.48.2" (F23 requirements-common.txt); Dockerfile.neuron pins 4.48.3, which satisfies both.
     pinned_distributions=MappingProxyType(
         {
             "neuronx-distributed-inference": "0.3.5591",
             "neuronx-cc": "2.18.121.0",
             "vllm": "0.7.2",
+            "transformers": "4.48.*",
         }
     ),
     # torch-neuronx is 2.6.0.2.7.x in the DLC but the exact build differs between the SDK manifest and the DLC

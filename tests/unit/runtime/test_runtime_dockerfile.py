@@ -216,3 +216,18 @@ RUN curl -O https://efa-installer.amazonaws.com/aws-efa-installer-latest.tar.gz 
     problems = efa_problems(*parse(dlc))
     assert "EFA installer version 'latest' is not a fixed release" in problems
     assert "the installer is not downloaded by version and checked by SHA-256 before it runs" in problems
+
+
+def test_transformers_is_pinned_in_the_constraints(parsed):
+    """NxDI 0.3 needs transformers==4.48.* (NX3 v0.3.5591 setup.py) and the DLC installs it --no-deps; the fork asks
+    for >= 4.48.2 (F23 requirements-common.txt). The image pins one release that satisfies both, in the constraints
+    every Neuron-related install uses, and the stack check at build enforces the profile's pin."""
+    from neuron_runtime.stacks import NEURON_2_23_VLLM_0_7_2, pin_matches
+
+    items, args = parsed
+    version = args.get("TRANSFORMERS_VERSION", "")
+    assert pin_matches(version, NEURON_2_23_VLLM_0_7_2.pinned_distributions["transformers"])
+    assert tuple(int(p) for p in version.split(".")) >= (4, 48, 2)
+    joined = " ".join(runs(items, args))
+    assert f'echo "transformers=={version}" >> /opt/neuron-constraints.txt' in joined
+    assert joined.index("/opt/neuron-constraints.txt") < joined.index("-r requirements-neuron.txt")
