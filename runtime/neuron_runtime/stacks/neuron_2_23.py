@@ -254,9 +254,14 @@ NEURON_2_23_VLLM_0_7_2 = NxdiStackProfile(
         env_master_addr="MASTER_ADDR",
         env_master_port="MASTER_PORT",
         default_master_port=29500,
-        # F23 examples/neuron/multi_node/launch_script.py: NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 and
-        # NEURON_LOCAL_TP=<local_ranks_size> (no reader of NEURON_LOCAL_TP in the fork or NxDI; presumably the
-        # Neuron runtime: unverified).
+        # F23 examples/neuron/multi_node/launch_script.py: NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 (the runtime
+        # puts the leader's IP there, see multinode.root_comm_id) and NEURON_LOCAL_TP=<local_ranks_size>.
+        # NEURON_LOCAL_TP is a transformers-neuronx variable: its NeuronConfig reads it (aws-neuron/transformers-neuronx
+        # @1ade6d7 src/transformers_neuronx/config.py: self.local_tp = os.getenv("NEURON_LOCAL_TP")), documented as
+        # "the local tensor parallel degree on each node" (aws-neuron-sdk v2.23.0
+        # libraries/transformers-neuronx/transformers-neuronx-developer-guide.rst). The fork (beyond its launcher),
+        # NxDI v0.3.5591 and neuronx-distributed e834945 do not read it: NxDI takes local_ranks_size from its
+        # NeuronConfig. It is set because the fork's launcher sets it.
         env_root_comm_id="NEURON_RT_ROOT_COMM_ID",
         default_root_comm_port=63423,
         env_local_tp="NEURON_LOCAL_TP",
