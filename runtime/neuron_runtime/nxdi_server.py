@@ -1,7 +1,7 @@
 """The 2.23 stack's OpenAI server, as pure builders: its environment, its command line, where its model files are.
 
-:func:`build_serve_env` and :func:`build_server_argv` are golden-tested; single-node serve (serve.py) and every node
-of a multi-node group (multinode.py, with the node's role) build the engine from them. :func:`planned_models` says
+:func:`build_serve_env` and :func:`build_server_argv` are golden-tested; single-node serve (serve.py) and every
+node of a multi-node group (multinode.py, with the node's role) build the engine from them. :func:`planned_models` says
 where the model, adapters and draft will be (dry runs); :func:`materialize_models` and :func:`check_version_drift`
 are the two steps before the start that do I/O (downloads, installed versions).
 

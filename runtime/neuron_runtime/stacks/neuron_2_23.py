@@ -1,8 +1,9 @@
 """The seed stack: Neuron SDK 2.23, NxD Inference 0.3 and the AWS vLLM fork 0.7.2 (vLLM V0), end-of-life.
 
 The profile holds the env var names, server flags, module paths, dtype map, model-class map, artifact layout and
-package pins of this stack; :mod:`neuron_runtime.neuron_config`, :mod:`neuron_runtime.compile` and
-:mod:`neuron_runtime.serve` implement it. AWS ended vLLM V0 support with SDK 2.28
+package pins of this stack; :mod:`neuron_runtime.neuron_config`, :mod:`neuron_runtime.compile`,
+:mod:`neuron_runtime.nxdi_server`, :mod:`neuron_runtime.serve` and :mod:`neuron_runtime.multinode` implement it.
+AWS ended vLLM V0 support with SDK 2.28
 (aws-neuron-sdk@81ce03a about-neuron/announcements/neuron2.x/announcement-end-of-support-vllm-v0.rst) and put NxD
 Inference in maintenance mode (announce-nxdi-maintenance-support-2-31.rst); the profile stays for trn1/inf2, which
 the newer plugin does not support, and for services that already run on it.
