@@ -23,7 +23,8 @@ EPILOG = (
     f"exit codes: {constants.EXIT_FAILURE} compile or runtime failure, {constants.EXIT_BAD_SPEC} bad spec / key "
     f"mismatch / wrong stack, {constants.EXIT_ARTIFACT_INVALID} compiled artifacts missing or invalid, "
     f"{constants.EXIT_RENDEZVOUS_TIMEOUT} multi-node group did not form in time, {constants.EXIT_PEER_LOST} "
-    f"multi-node group lost a member, {constants.EXIT_CACHE_MISS} compile-cache miss while serving cache-hit-only; "
+    f"multi-node group lost a member, {constants.EXIT_CACHE_MISS} compile-cache miss while serving cache-hit-only, "
+    f"{constants.EXIT_FABRIC_UNAVAILABLE} multi-node pod without a usable EFA (libfabric) provider; "
     "serve otherwise exits with the server's code"
 )
 

@@ -60,6 +60,8 @@ ENV_TEST_BIND_HOST = "NEURON_RUNTIME_TEST_BIND_HOST"  # bind listeners to this a
 ENV_FAKE_ENGINE = "NEURON_RUNTIME_FAKE_ENGINE"
 ENV_FAKE_ENGINE_RECORD = "NEURON_RUNTIME_FAKE_ENGINE_RECORD"  # fake engine writes its argv + env here (JSON)
 ENV_FAKE_ENGINE_EXIT = "NEURON_RUNTIME_FAKE_ENGINE_EXIT"  # "<seconds>:<code>": the fake engine exits by itself
+# "1": multi-node serve skips the fabric check (fi_info) before the rendezvous; see fabric.py.
+ENV_TEST_SKIP_FABRIC_CHECK = "NEURON_RUNTIME_TEST_SKIP_FABRIC_CHECK"
 
 # --- The serving port: vLLM's OpenAI server listens here (the operator's Service and probes point at it) -------------
 DEFAULT_SERVING_PORT = 8000  # vLLM's own --port default (vllm/entrypoints/openai/cli_args.py FrontendArgs.port)
@@ -98,3 +100,7 @@ EXIT_PEER_LOST = 5  # multi-node serve: a formed group lost a member (worker: "l
 # serve (vllm-neuron stacks): a graph the engine needs is not in the compiled artifact, and serving is cache-hit-only,
 # so the pod ends instead of compiling on the Neuron node. Restarting cannot help; the operator reports Stalled.
 EXIT_CACHE_MISS = 6
+# multi-node serve: libfabric has no provider for the fabric the engine is told to use (FI_PROVIDER, efa): the pod
+# got no EFA device or the image has no EFA user space. Found before the rendezvous; restarting the pod on the same
+# node cannot help, so the operator reports Stalled.
+EXIT_FABRIC_UNAVAILABLE = 7

@@ -57,6 +57,12 @@ class CacheMiss(RuntimeFailure):
     exit_code = constants.EXIT_CACHE_MISS
 
 
+class FabricUnavailable(RuntimeFailure):
+    """A multi-node pod cannot use the inter-node fabric (no EFA provider in libfabric): found before the rendezvous."""
+
+    exit_code = constants.EXIT_FABRIC_UNAVAILABLE
+
+
 class Terminated(RuntimeFailure):
     """SIGTERM/SIGINT arrived before the engine ran (e.g. the pod was deleted during the rendezvous)."""
 

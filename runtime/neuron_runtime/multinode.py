@@ -1,13 +1,15 @@
 """Multi-node serving (spec.world_size > 1): one pod per node, rank 0 the leader, the rest engine workers.
 
 Pure parts (golden-tested): :func:`read_group_config` (the operator's env contract -> GroupConfig),
-:func:`build_multinode_env`, :func:`build_leader_argv`, :func:`build_worker_argv`, :func:`rank_artifact_dir`.
+:func:`build_multinode_env`, :func:`build_leader_argv`, :func:`build_worker_argv` (on top of nxdi_server's builders).
 :func:`run_multinode_serve` is the I/O sequence of one member:
 
   1. role from NEURON_OPERATOR_RANK (validated against the world size and, when the hostname is a peer's, against it);
-  2. workers start their /health server (503 until the engine runs) on the serving port;
-  3. rendezvous (rendezvous.py), bounded by NEURON_OPERATOR_RENDEZVOUS_TIMEOUT: the leader's name resolves, every
-     peer's name resolves, the leader listens on the rendezvous port, every worker connects -> "formed";
+  2. the fabric check (fabric.py: libfabric must offer FI_PROVIDER, efa; else exit 7), then workers start their
+     /health server (503 until the engine runs) on the serving port;
+  3. rendezvous (rendezvous.py, protocol in docs/runtime-multinode.md), bounded by NEURON_OPERATOR_RENDEZVOUS_TIMEOUT:
+     the leader's name resolves, every peer's name resolves, the leader listens on the rendezvous port, every worker
+     connects -> "formed";
   4. local preparation on every node in parallel (fetch this rank's artifacts, verify them, make the model's
      config/tokenizer available) -> "ready"; the leader says "go" when all are ready;
   5. the engine runs as a child: the leader runs vLLM's OpenAI server (so /health, /metrics and /v1/* exist), workers
@@ -16,7 +18,7 @@ Pure parts (golden-tested): :func:`read_group_config` (the operator's env contra
      engine is stopped and the process exits EXIT_PEER_LOST with a termination message ("lost leader <addr>: ..." on
      workers): the operator restarts the whole group. An engine that exits ends the member, which ends the group.
 
-Source labels (F23, NX3) are defined in stacks.py.
+Source labels (F23, NX3) are defined in stacks/neuron_2_23.py.
 """
 
 from __future__ import annotations
@@ -25,24 +27,34 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
-from neuron_runtime import artifacts, constants, rendezvous
-from neuron_runtime.testhooks import engine_command
+from neuron_runtime import artifacts, constants, fabric, model_source, process, rendezvous, testhooks
 from neuron_runtime.compile_spec import CompileSpec
-from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
+from neuron_runtime.deadlines import Deadline
+from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.errors import PeerLost, RuntimeFailure, SpecError, Terminated
 from neuron_runtime.neuron_config import build_neuron_config_kwargs
+from neuron_runtime.nxdi_server import (
+    LocalModels,
+    build_serve_env,
+    build_server_argv,
+    check_version_drift,
+    materialize_models,
+    planned_models,
+)
+from neuron_runtime.peer_names import Resolver, preferred_address, wait_for_names
+from neuron_runtime.serving_paths import rank_artifact_dir
 from neuron_runtime.stacks import MultiNodeSettings, NxdiStackProfile
+from neuron_runtime.termination import write_termination_message
 from neuron_runtime.topology import NodeRole
+from neuron_runtime.worker_health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -171,38 +183,68 @@ def build_multinode_env(
     profile: NxdiStackProfile,
     artifact_dir: str,
     group: GroupConfig,
+    leader_ip: Optional[str],
 ) -> Dict[str, str]:
     """The engine's environment on node ``group.rank``: the single-node serving env plus the fork's multi-node env.
-    Pure.
+    Pure. ``leader_ip``: the leader's address as the rendezvous resolved it (None in a dry run, which resolves
+    nothing), for NEURON_RT_ROOT_COMM_ID (see :func:`root_comm_id`).
 
     F23 vllm/worker/neuron_worker.py: ENABLE_NEURON_MULTI_NODE=true makes NeuronWorker take rank NEURON_RANK_ID, the
     gloo world size WORLD_SIZE (= nodes, one process per node) and distributed_init_method "env://", i.e.
     torch.distributed reads MASTER_ADDR/MASTER_PORT; is_driver_worker is rank 0. F23
     examples/neuron/multi_node/launch_script.py adds NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 and
     NEURON_LOCAL_TP=<local_ranks_size>; multi_node_launcher.sh exports FI_PROVIDER=efa, FI_EFA_USE_DEVICE_RDMA=1,
-    FI_EFA_FORK_SAFE=1 and LD_LIBRARY_PATH with /opt/aws/neuron/lib:/opt/amazon/efa/lib. MASTER_PORT,
-    NEURON_RT_ROOT_COMM_ID and the FI_* variables keep a value the pod already has (the operator sets the same).
+    FI_EFA_FORK_SAFE=1 and LD_LIBRARY_PATH with /opt/aws/neuron/lib:/opt/amazon/efa/lib. MASTER_PORT and the FI_*
+    variables keep a value the pod already has (the operator sets the same).
     """
     mn = _settings(profile)
-    env = _single_node_env(base_env, spec, profile, artifact_dir)  # also drops inherited multi-node variables
+    env = build_serve_env(base_env, spec, profile, artifact_dir)  # also drops inherited multi-node variables
     env[profile.env_multi_node] = "true"
     env[profile.env_rank_id] = str(group.rank)
     env[profile.env_world_size] = str(group.world_size)
     env[mn.env_master_addr] = group.leader_address
     env[mn.env_local_tp] = str(spec.local_tp)
     env.setdefault(mn.env_master_port, str(mn.default_master_port))
-    env.setdefault(mn.env_root_comm_id, f"{group.leader_address}:{mn.default_root_comm_port}")
+    env[mn.env_root_comm_id] = root_comm_id(base_env, mn, leader_ip, group.leader_address)
+    return build_fabric_env(env, mn)
+
+
+def root_comm_id(base_env: Mapping[str, str], mn: MultiNodeSettings, leader_ip: Optional[str], leader: str) -> str:
+    """NEURON_RT_ROOT_COMM_ID: ``<leader IP>:<port>``. Pure.
+
+    The Neuron runtime wants an IP address there: ``NEURON_RT_ROOT_COMM_ID=<ip_address:port>`` "specifying the IP
+    address and assign a port for the rank 0 worker" (aws-neuron-sdk v2.23.0 neuron-runtime/nrt-api-guide.rst).
+    The fork's launcher writes ``<MASTER_ADDR>:63423`` (F23 examples/neuron/multi_node/launch_script.py), which is
+    an IP where MASTER_ADDR is one; ours is the leader's DNS name (kept for MASTER_ADDR: torch's env:// resolves
+    names), so the host here is the address the rendezvous resolved. The port of a pod-level value is kept (the
+    operator sets the same port). An IPv6 address is bracketed (UNVERIFIED: no IPv6 example in the Neuron docs).
+    """
+    port = str(mn.default_root_comm_port)
+    _, sep, pod_port = base_env.get(mn.env_root_comm_id, "").rpartition(":")
+    if sep and pod_port.isdigit():
+        port = pod_port
+    host = leader_ip if leader_ip is not None else f"<IP of {leader}>"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def root_comm_note(base_env: Mapping[str, str], env: Mapping[str, str], profile: NxdiStackProfile) -> str:
+    """The log line that says which NEURON_RT_ROOT_COMM_ID the engine gets, and why it differs from the pod's."""
+    name = _settings(profile).env_root_comm_id
+    note = f"{name}={env[name]}: the leader's resolved address (the Neuron runtime needs an IP address)"
+    if base_env.get(name) not in (None, env[name]):
+        note += f", not the pod's {base_env[name]}"
+    return note
+
+
+def build_fabric_env(base_env: Mapping[str, str], mn: MultiNodeSettings) -> Dict[str, str]:
+    """``base_env`` plus the fabric variables (FI_*, a pod-level value wins) and the Neuron runtime and EFA library
+    directories in front of LD_LIBRARY_PATH: what libfabric sees in the engine, and so in the fabric check. Pure."""
+    env = dict(base_env)
     for name, value in mn.fabric_env:
         env.setdefault(name, value)
     parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
     env["LD_LIBRARY_PATH"] = ":".join([d for d in mn.library_dirs if d not in parts] + parts)
     return env
-
-
-def _single_node_env(base_env, spec, profile, artifact_dir):
-    from neuron_runtime.serve import build_serve_env  # serve imports this module lazily; avoid a cycle
-
-    return build_serve_env(base_env, spec, profile, artifact_dir)
 
 
 def env_overrides(base_env: Mapping[str, str], env: Mapping[str, str], profile: NxdiStackProfile) -> List[str]:
@@ -224,8 +266,6 @@ def build_leader_argv(
     the same engine from the same EngineArgs (in its engine process), so the multi-node env drives it the same way.
     UNVERIFIED on hardware: the OpenAI server as the multi-node leader.
     """
-    from neuron_runtime.serve import build_server_argv
-
     return build_server_argv(spec, serve_config, profile, role=group.role, **kw)
 
 
@@ -233,18 +273,9 @@ def build_worker_argv(
     spec: CompileSpec, serve_config: ServeConfig, profile: NxdiStackProfile, group: GroupConfig, **kw
 ) -> List[str]:
     """The engine worker: the leader's flags (same parser, same engine config) under our worker module. Pure."""
-    from neuron_runtime.serve import build_server_argv
-
     mn = _settings(profile)
     server = build_server_argv(spec, serve_config, profile, role=group.role, **kw)
     return [server[0], "-m", mn.worker_module] + server[3:]
-
-
-def rank_artifact_dir(contract: Contract, env: Mapping[str, str], rank: int) -> str:
-    """What NEURON_COMPILED_ARTIFACTS is on node ``rank``: ``<store>/<key>/rank-<r>`` for a mounted store, the local
-    copy ``<NEURON_OPERATOR_LOCAL_ARTIFACTS>/<key>/rank-<r>`` for S3. Pure."""
-    root = local_artifacts_dir(env) if contract.store.startswith("s3://") else contract.store
-    return os.path.join(root, contract.key, artifacts.rank_dir_name(rank))
 
 
 def rendezvous_port(env: Mapping[str, str]) -> int:
@@ -271,12 +302,8 @@ def terminate_on_signals() -> Iterator[None]:
     def raise_terminated(signum, _frame):
         raise Terminated(signum)
 
-    previous = {sig: signal.signal(sig, raise_terminated) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with process.handling_signals(raise_terminated):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class MemberStatus:
@@ -296,41 +323,6 @@ class MemberStatus:
         return False, self.phase
 
 
-def _reap(child: subprocess.Popen) -> Optional[int]:
-    """Reap exited children (as PID 1 also the engine's orphans); the engine's exit code once it exited."""
-    from neuron_runtime.serve import exit_code_from_status
-
-    if child.returncode is not None:
-        return child.returncode
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return child.poll()
-        if pid == 0:
-            return None
-        if pid == child.pid:
-            child.returncode = exit_code_from_status(status)
-            return child.returncode
-
-
-def _stop_engine(child: subprocess.Popen, grace: float) -> int:
-    """SIGTERM the engine's process group, SIGKILL it after ``grace`` seconds; returns the engine's exit code."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(child.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            code = _reap(child)
-            if code is not None:
-                return code
-            time.sleep(0.1)
-    code = _reap(child)
-    return code if code is not None else 128 + signal.SIGKILL
-
-
 def supervise(
     argv: List[str],
     env: Mapping[str, str],
@@ -339,10 +331,7 @@ def supervise(
     grace: float = ENGINE_STOP_GRACE_SECONDS,
 ) -> int:
     """Run the engine; forward SIGTERM/SIGINT to it; stop it and raise PeerLost when the group fails first."""
-    try:
-        child = subprocess.Popen(argv, env=dict(env), start_new_session=True)
-    except OSError as e:
-        raise RuntimeFailure(f"cannot start the engine {argv[:3]}: {e}") from None
+    child = process.start(argv, env, "engine")
     shutting_down = threading.Event()
 
     def forward(signum, _frame):
@@ -352,27 +341,25 @@ def supervise(
         except ProcessLookupError:
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if status is not None:
-            status.engine_running = True
-        while True:
-            code = _reap(child)
-            if code is not None:
-                return code
-            if not failure.is_set():
-                failure.event.wait(0.2)
-            elif not shutting_down.is_set():
-                log.error("%s; stopping the engine so the operator restarts the whole group", failure.reason)
-                _stop_engine(child, grace)
-                raise PeerLost(failure.reason)
-            else:
-                time.sleep(0.2)  # peers going away during our own shutdown is expected: wait for the engine
-    finally:
-        if status is not None:
-            status.engine_running = False
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with process.handling_signals(forward):
+        try:
+            if status is not None:
+                status.engine_running = True
+            while True:
+                code = process.reap(child)
+                if code is not None:
+                    return code
+                if not failure.is_set():
+                    failure.event.wait(0.2)
+                elif not shutting_down.is_set():
+                    log.error("%s; stopping the engine so the operator restarts the whole group", failure.reason)
+                    process.stop_group(child, grace)
+                    raise PeerLost(failure.reason)
+                else:
+                    time.sleep(0.2)  # peers going away during our own shutdown is expected: wait for the engine
+        finally:
+            if status is not None:
+                status.engine_running = False
 
 
 def run_multinode_serve(
@@ -382,11 +369,9 @@ def run_multinode_serve(
     dry_run: bool = False,
     out: TextIO = sys.stdout,
     s3_client=None,
-    resolver: Optional[rendezvous.Resolver] = None,
+    resolver: Optional[Resolver] = None,
     hostname: Optional[str] = None,
 ) -> int:
-    from neuron_runtime import serve  # lazily: serve dispatches here
-
     spec, key, profile = contract.spec, contract.key, contract.profile
     _settings(profile)
     group = read_group_config(env, spec)
@@ -394,19 +379,19 @@ def run_multinode_serve(
     serve_config = read_serve_config(env)
     artifact_dir = rank_artifact_dir(contract, env, group.rank)
     port = rendezvous_port(env)
-    bind_host = rendezvous.bind_host_from_env(env)
+    bind_host = testhooks.bind_host_from_env(env)
 
-    def commands(models: "serve.LocalModels", directory: str) -> Tuple[List[str], Dict[str, str]]:
+    def commands(models: LocalModels, directory: str, leader_ip: Optional[str]) -> Tuple[List[str], Dict[str, str]]:
         build = build_leader_argv if group.is_leader else build_worker_argv
         argv = build(
             spec, serve_config, profile, group, model_path=models.model_path, adapter_paths=models.adapter_paths,
             draft_path=models.draft_path, python=sys.executable,
         )  # fmt: skip
-        argv = engine_command(argv, env, group.role_name, bind_host, serve_config.port)
-        return argv, build_multinode_env(env, spec, profile, directory, group)
+        argv = testhooks.engine_command(argv, env, group.role_name, bind_host, serve_config.port)
+        return argv, build_multinode_env(env, spec, profile, directory, group, leader_ip)
 
     if dry_run:
-        argv, server_env = commands(serve.planned_models(spec, env), artifact_dir)
+        argv, server_env = commands(planned_models(spec, env), artifact_dir, None)
         plan = {
             "command": "serve",
             "key": key,
@@ -422,7 +407,7 @@ def run_multinode_serve(
             "argv": argv,
             "env": env_diff(env, server_env),
             "neuron_config": build_neuron_config_kwargs(
-                spec, profile, model_cache=serve.model_source.model_cache_dir(env), rank=group.rank
+                spec, profile, model_cache=model_source.model_cache_dir(env), rank=group.rank
             ),
         }
         return print_plan(plan, out)
@@ -431,14 +416,16 @@ def run_multinode_serve(
         "multi-node serve: %s rank %d of %d in group %d (%s), leader %s",
         group.role_name, group.rank, group.world_size, group.group_index, group.own_address, group.leader_address,
     )  # fmt: skip
-    resolver = resolver or rendezvous.resolver_from_env(env)
+    resolver = resolver or testhooks.resolver_from_env(env)
     timing = rendezvous_timing(env)
-    deadline = rendezvous.Deadline(group.rendezvous_timeout)
+    deadline = Deadline(group.rendezvous_timeout)
     link = None
     health = None
     status = None
     try:
         with terminate_on_signals():
+            # Before the rendezvous: a member without EFA ends at once (exit 7) instead of after the group formed.
+            fabric.check_fabric(build_fabric_env(env, _settings(profile)), f"rank {group.rank} ({group.own_address})")
             if group.is_leader:
                 link = rendezvous.LeaderRendezvous(
                     world_size=group.world_size, group=group.group_index, key=key, peers=group.peer_addresses,
@@ -452,21 +439,24 @@ def run_multinode_serve(
                 status = MemberStatus(lambda: link.failure.reason if link.failure.is_set() else None)
                 status.phase = f"waiting for the group to form (leader {group.leader_address})"
                 try:
-                    health = rendezvous.HealthServer(bind_host, serve_config.port, status.health).start()
+                    health = HealthServer(bind_host, serve_config.port, status.health).start()
                 except OSError as e:
                     raise RuntimeFailure(f"cannot serve /health on port {serve_config.port}: {e}") from None
-            rendezvous.wait_for_names(group.leader_address, group.peer_addresses, resolver, deadline)
+            names = wait_for_names(group.leader_address, group.peer_addresses, resolver, deadline)
             if isinstance(link, rendezvous.LeaderRendezvous):
+                leader_ip = preferred_address(names.addresses[0])  # the workers apply the same rule to the same name
                 link.open()
                 link.wait_formed(deadline)
             else:
                 link.join(deadline)
+                leader_ip = link.leader_address  # the address this worker reached the leader on
                 link.watch_leader_name()
                 status.phase = "preparing the engine (artifacts, model files)"
 
-            argv, server_env = commands(*_prepare(contract, env, group, s3_client))
+            argv, server_env = commands(*_prepare(contract, env, group, s3_client), leader_ip)
             for warning in env_overrides(env, server_env, profile):
                 log.warning("multi-node env: %s", warning)
+            log.info("multi-node env: %s", root_comm_note(env, server_env, profile))
             if isinstance(link, rendezvous.LeaderRendezvous):
                 link.wait_ready()
                 link.go()
@@ -482,7 +472,7 @@ def run_multinode_serve(
         message = f"{what} (rank {group.rank}) exited with code {code}"
         link.abort(message)
         if code != 0:
-            serve.write_termination_message(message, env)
+            write_termination_message(message, env)
         return code
     except BaseException as e:  # tell the peers why before the connections close (also for bugs)
         if link is not None:
@@ -497,8 +487,6 @@ def run_multinode_serve(
 
 def _prepare(contract: Contract, env: Mapping[str, str], group: GroupConfig, s3_client):
     """This node's artifacts (fetched for S3, verified) and model files; returns (models, artifact_dir)."""
-    from neuron_runtime import serve
-
     spec, key, profile = contract.spec, contract.key, contract.profile
     store = artifacts.open_store(contract.store, local_artifacts_dir(env), s3_client)
     if isinstance(store, artifacts.S3Store):
@@ -508,5 +496,5 @@ def _prepare(contract: Contract, env: Mapping[str, str], group: GroupConfig, s3_
         directory = rank_artifact_dir(contract, env, group.rank)
     artifacts.verify_group_manifest(os.path.dirname(directory), key, spec)
     manifest = artifacts.verify_artifact_dir(directory, key, spec, profile, rank=group.rank)
-    serve.check_version_drift(profile, manifest, env)
-    return serve.materialize_models(spec, manifest, env), directory
+    check_version_drift(profile, manifest, env)
+    return materialize_models(spec, manifest, env), directory

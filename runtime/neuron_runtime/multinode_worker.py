@@ -1,4 +1,4 @@
-"""The engine worker of ranks > 0 in a multi-node group, for the pinned fork (F23, see stacks.py).
+"""The engine worker of ranks > 0 in a multi-node group, for the pinned fork (F23, see stacks/neuron_2_23.py).
 
 ``python -m neuron_runtime.multinode_worker <the leader's OpenAI-server flags>``; started by multinode.py with the
 fork's multi-node env (ENABLE_NEURON_MULTI_NODE=true, NEURON_RANK_ID, WORLD_SIZE, MASTER_ADDR/PORT, ...).

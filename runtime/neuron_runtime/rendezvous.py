@@ -1,286 +1,33 @@
-"""Multi-node rendezvous between the runtimes of one replica group: DNS waits, a TCP link to the leader, heartbeats.
-
-Why a runtime-level rendezvous on top of torch.distributed: the pinned fork joins the nodes inside the engine
-(F23 vllm/worker/neuron_worker.py: gloo, ``env://``), where a missing or dead peer shows up as a long hang or an
-opaque error deep in model loading. Here every member first waits, bounded by NEURON_OPERATOR_RENDEZVOUS_TIMEOUT and
-with a log line every few seconds, for the leader's and then every peer's DNS name to resolve; the leader (rank 0)
-opens a small TCP listener (constants.RENDEZVOUS_PORT) and workers connect to it. The connections stay open while the
-group lives and carry heartbeats both ways, so the loss of any member after the group formed is seen within
-seconds by the others, which then stop their engine and exit non-zero: the operator restarts the whole group.
-
-Protocol (one JSON object per line, UTF-8):
-  worker -> leader  {"type": "hello", "rank", "world_size", "group", "key"}
-  leader -> worker  {"type": "welcome"} | {"type": "reject", "reason"} (the worker retries until its deadline)
-  leader -> all     {"type": "formed"}   every rank 1..N-1 is connected: from now on any loss is fatal
-  worker -> leader  {"type": "ready"}    local preparation (artifact fetch/verification) done
-  leader -> all     {"type": "go"}       every member is ready: start the engines
-  both ways         {"type": "ping"} every heartbeat_timeout/6 s; silence for heartbeat_timeout s = lost
-  both ways         {"type": "abort", "reason"} before a member exits on purpose, so the others can say why
-Before "formed" a disconnect is not fatal: the leader waits for the worker again, the worker reconnects.
-
-Everything that touches the network takes its resolver, bind address and timing as arguments, so tests run whole
-groups of real processes on 127.0.0.x (see constants: the TEST HOOKS section).
+"""The rendezvous protocol of one replica group: the leader (rank 0) admits workers 1..N-1 over TCP, declares the
+group formed, waits until every member has prepared, says go, and from then on every member treats the loss of any
+other (a closed or silent link, an abort, the leader's name gone) as fatal, so the operator restarts the whole
+group. Messages, phases and the reasons for a runtime-level rendezvous: docs/runtime-multinode.md.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from neuron_runtime import constants
+from neuron_runtime.deadlines import Clock, Deadline, wait_until
 from neuron_runtime.errors import PeerLost, RendezvousTimeout
-from neuron_runtime.testhooks import test_mode
+from neuron_runtime.peer_link import Link, LinkClosed, Pinger, listen
+from neuron_runtime.peer_names import Resolver, preferred_address
 
 log = logging.getLogger(__name__)
 
-Resolver = Callable[[str], List[str]]  # DNS name -> addresses (empty: does not resolve)
-Clock = Callable[[], float]
-
-LOG_EVERY_SECONDS = 5.0  # progress line while waiting
-POLL_SECONDS = 0.25  # DNS / connect retry period
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
-MAX_LINE_BYTES = 64 * 1024
-
-
-# --- name resolution ------------------------------------------------------------------------------------------------
-
-
-def system_resolver(name: str) -> List[str]:
-    """Addresses of ``name`` via the system resolver (cluster DNS in a pod); [] when it does not resolve."""
-    try:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):  # socket.gaierror is an OSError
-        return []
-    seen: List[str] = []
-    for info in infos:
-        address = info[4][0]
-        if address not in seen:
-            seen.append(address)
-    return seen
-
-
-def parse_hosts(text: str) -> Dict[str, List[str]]:
-    """``name=addr,name=addr`` or hosts-file lines ``name addr`` (``#`` comments) -> {name: [addr, ...]}."""
-    table: Dict[str, List[str]] = {}
-    for raw in text.replace(",", "\n").splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, _, address = line.replace("=", " ").partition(" ")
-        if name and address.strip():
-            table.setdefault(name.strip(), []).append(address.strip())
-    return table
-
-
-def test_hosts_resolver(setting: str) -> Resolver:
-    """TEST HOOK resolver: inline ``name=addr,...`` or ``@/path`` (re-read on every lookup). Never real DNS."""
-    if setting.startswith("@"):
-        path = setting[1:]
-
-        def from_file(name: str) -> List[str]:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return parse_hosts(f.read()).get(name, [])
-            except OSError:
-                return []
-
-        return from_file
-    table = parse_hosts(setting)
-    return lambda name: list(table.get(name, []))
-
-
-def resolver_from_env(env: Mapping[str, str]) -> Resolver:
-    """The system resolver, unless test mode is on and NEURON_RUNTIME_TEST_HOSTS is set."""
-    setting = env.get(constants.ENV_TEST_HOSTS, "")
-    if setting and test_mode(env):
-        log.warning("TEST MODE: resolving peer names with %s=%s, not DNS", constants.ENV_TEST_HOSTS, setting)
-        return test_hosts_resolver(setting)
-    if setting:
-        log.warning("ignoring %s: %s is not 1", constants.ENV_TEST_HOSTS, constants.ENV_TEST_MODE)
-    return system_resolver
-
-
-def bind_host_from_env(env: Mapping[str, str]) -> str:
-    """Where to listen: every interface, unless a test pins one loopback address per simulated pod."""
-    if test_mode(env) and env.get(constants.ENV_TEST_BIND_HOST):
-        return env[constants.ENV_TEST_BIND_HOST]
-    return ""
-
-
-# --- waiting with a deadline ----------------------------------------------------------------------------------------
-
-
-class Deadline:
-    def __init__(self, seconds: float, clock: Clock = time.monotonic) -> None:
-        self.total = float(seconds)
-        self.clock = clock
-        self.start = clock()
-
-    def elapsed(self) -> float:
-        return self.clock() - self.start
-
-    def remaining(self) -> float:
-        return max(0.0, self.total - self.elapsed())
-
-    def expired(self) -> bool:
-        return self.elapsed() >= self.total
-
-    def progress(self) -> str:
-        return f"({int(self.elapsed())}s/{int(self.total)}s)"
-
-
-def wait_until(
-    describe: Callable[[], str],
-    check: Callable[[], bool],
-    deadline: Deadline,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    poll: float = POLL_SECONDS,
-    log_every: float = LOG_EVERY_SECONDS,
-    hint: str = "",
-) -> None:
-    """Poll ``check`` until true; log "waiting for <describe()> (12s/600s)" at once and every ``log_every`` s;
-    RendezvousTimeout when ``deadline`` passes."""
-    last_log: Optional[float] = None
-    while not check():
-        elapsed = deadline.elapsed()
-        if deadline.expired():
-            raise RendezvousTimeout(
-                f"multi-node rendezvous timed out after {int(deadline.total)}s waiting for {describe()}"
-                + (f"; {hint}" if hint else "")
-            )
-        if last_log is None or elapsed - last_log >= log_every:
-            log.info("waiting for %s %s", describe(), deadline.progress())
-            last_log = elapsed
-        sleep(min(poll, max(0.01, deadline.remaining())))
-
-
-@dataclass(frozen=True)
-class GroupAddresses:
-    names: Tuple[str, ...]  # DNS names in rank order
-    addresses: Tuple[Tuple[str, ...], ...]  # resolved addresses, same order
-
-
-def wait_for_names(
-    leader: str, peers: Tuple[str, ...], resolver: Resolver, deadline: Deadline, **wait_kw
-) -> GroupAddresses:
-    """First the leader's name, then every peer's name must resolve (headless Service, not-ready addresses)."""
-    resolved: Dict[str, List[str]] = {}
-
-    def resolve(name: str) -> bool:
-        addresses = resolver(name)
-        if addresses:
-            resolved[name] = addresses
-        return bool(addresses)
-
-    hint = "check that every pod of the group exists and the headless Service publishes not-ready addresses"
-    wait_until(lambda: f"leader {leader} to resolve", lambda: resolve(leader), deadline, hint=hint, **wait_kw)
-
-    def pending() -> List[str]:
-        return [p for p in peers if p not in resolved]
-
-    wait_until(
-        lambda: "peers to resolve: " + ", ".join(pending()),
-        lambda: all([resolve(p) for p in pending()]),
-        deadline,
-        hint=hint,
-        **wait_kw,
-    )
-    log.info("all %d members of the group resolve: %s", len(peers), {p: resolved[p] for p in peers})
-    return GroupAddresses(tuple(peers), tuple(tuple(resolved[p]) for p in peers))
-
-
-# --- one framed, heart-beaten TCP connection ------------------------------------------------------------------------
-
-
-class LinkClosed(Exception):
-    """The peer closed the connection, went silent for too long, or sent garbage."""
-
-
-class Link:
-    """A JSON-lines TCP connection. send() is thread-safe; recv() raises LinkClosed on EOF/timeout/garbage."""
-
-    def __init__(self, sock: socket.socket, peer: str) -> None:
-        self.sock = sock
-        self.peer = peer
-        self._buffer = b""
-        # Re-entrant: a SIGTERM handler may abort() (send) while the main thread is inside send().
-        self._send_lock = threading.RLock()
-        self.closed = threading.Event()
-
-    def send(self, message: Mapping[str, object]) -> bool:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
-        with self._send_lock:
-            try:
-                self.sock.sendall(data)
-                return True
-            except OSError:
-                return False  # the reader notices the broken connection and reports it
-
-    def recv(self, timeout: Optional[float]) -> Dict[str, object]:
-        self.sock.settimeout(timeout)
-        while b"\n" not in self._buffer:
-            try:
-                chunk = self.sock.recv(4096)
-            except socket.timeout:
-                raise LinkClosed(f"no heartbeat for {timeout:g}s") from None
-            except OSError as e:
-                raise LinkClosed(f"connection error: {e}") from None
-            if not chunk:
-                raise LinkClosed("connection closed")
-            self._buffer += chunk
-            if len(self._buffer) > MAX_LINE_BYTES:
-                raise LinkClosed("protocol error: line too long")
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        try:
-            message = json.loads(line.decode("utf-8"))
-        except ValueError:
-            raise LinkClosed("protocol error: not JSON") from None
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            raise LinkClosed("protocol error: not a message")
-        return message
-
-    def close(self) -> None:
-        self.closed.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host`` ("" = every interface, IPv4 and IPv6 when the kernel allows)."""
-    if host == "" and socket.has_dualstack_ipv6():
-        sock = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=False)
-    else:
-        sock = socket.create_server((host, port))
-    sock.settimeout(0.5)  # so the accept loop notices close()
-    return sock
-
-
-class _Pinger(threading.Thread):
-    def __init__(self, links: Callable[[], List[Link]], interval: float, stop: threading.Event) -> None:
-        super().__init__(name="rendezvous-ping", daemon=True)
-        self.links, self.interval, self.stop = links, interval, stop
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval):
-            for link in self.links():
-                link.send({"type": "ping"})
 
 
 @dataclass(frozen=True)
 class Timing:
+    """A peer silent for ``heartbeat_timeout`` seconds is lost; pings go out six times per timeout."""
+
     heartbeat_timeout: float = constants.DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
 
     @property
@@ -342,7 +89,7 @@ class LeaderRendezvous:
             raise RendezvousTimeout(f"cannot listen on rendezvous port {self.port}: {e}") from None
         log.info("rendezvous listener open on %s:%d", self.bind_host or "*", self.port)
         threading.Thread(target=self._accept_loop, name="rendezvous-accept", daemon=True).start()
-        _Pinger(self._live_links, self.timing.heartbeat_interval, self._stop).start()
+        Pinger(self._live_links, self.timing.heartbeat_interval, self._stop).start()
 
     def close(self) -> None:
         self._stop.set()
@@ -562,7 +309,7 @@ class WorkerRendezvous:
             if not addresses:
                 state["what"] = lambda: f"leader {self.leader} to resolve again"
                 return False
-            self.leader_address = addresses[0]
+            self.leader_address = preferred_address(addresses)  # also the leader's NEURON_RT_ROOT_COMM_ID host
             try:
                 sock = socket.create_connection((self.leader_address, self.port), timeout=2.0)
             except OSError:
@@ -586,7 +333,7 @@ class WorkerRendezvous:
             log.info("joined the leader %s; waiting for the rest of the group", self.describe_leader())
             self.link = link
             threading.Thread(target=self._read, args=(link,), name="rendezvous-read", daemon=True).start()
-            _Pinger(lambda: [link] if not link.closed.is_set() else [], self.timing.heartbeat_interval,
+            Pinger(lambda: [link] if not link.closed.is_set() else [], self.timing.heartbeat_interval,
                     self._stop).start()  # fmt: skip
             state["what"] = lambda: f"the group to form (joined leader {self.describe_leader()})"
             return self._formed.is_set()
@@ -655,59 +402,3 @@ class WorkerRendezvous:
         else:
             self._drop_reason = reason
             self._dropped.set()
-
-
-# --- the worker's /health -------------------------------------------------------------------------------------------
-
-
-class HealthServer:
-    """A tiny HTTP server for a worker pod's probes: GET /health is 200 while ``state()`` says healthy, else 503.
-
-    Workers run no vLLM HTTP server, so without this the operator could not use the same startup, readiness and
-    liveness probes on every pod of a group.
-    """
-
-    def __init__(self, host: str, port: int, state: Callable[[], Tuple[bool, str]]) -> None:
-        self.state = state
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                if self.path.split("?", 1)[0] != "/health":
-                    self._reply(404, "not found")
-                    return
-                ok, text = outer.state()
-                self._reply(200 if ok else 503, text)
-
-            def _reply(self, code: int, text: str) -> None:
-                body = (text + "\n").encode("utf-8")
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args) -> None:  # probes every few seconds: keep the log quiet
-                return
-
-        server_cls = ThreadingHTTPServer
-        if host == "" and socket.has_dualstack_ipv6():
-
-            class DualStack(ThreadingHTTPServer):
-                address_family = socket.AF_INET6
-
-                def server_bind(self) -> None:
-                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-                    super().server_bind()
-
-            server_cls = DualStack
-        self.server = server_cls((host, port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="worker-health", daemon=True)
-
-    def start(self) -> "HealthServer":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -1,8 +1,8 @@
 """Which node of a replica this pod is.
 
 Single node is SINGLE_NODE. Multi-node serving (multinode.py: rank from NEURON_OPERATOR_RANK, rendezvous through the
-headless Service) builds a NodeRole with rank/world_size > 1 and passes it to the same pure builders in serve.py
-and neuron_config.py.
+headless Service) builds a NodeRole with rank/world_size > 1 and passes it to the same pure builders in
+nxdi_server.py and neuron_config.py.
 """
 
 from __future__ import annotations

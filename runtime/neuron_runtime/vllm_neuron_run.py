@@ -383,7 +383,7 @@ def serve_plan(contract: Contract, env: Mapping[str, str], artifact_dir: str, se
 
 def run_serve(contract: Contract, env: Mapping[str, str], *, dry_run: bool = False, out: TextIO = sys.stdout,
               s3_client: Any = None, engine: Callable[..., EngineRun] = run_engine) -> int:
-    from neuron_runtime.serve import serving_artifact_dir  # the same path rule for every stack
+    from neuron_runtime.serving_paths import serving_artifact_dir  # the same path rule for every stack
 
     spec, key, profile = contract.spec, contract.key, _profile(contract)
     serve_config = read_serve_config(env)

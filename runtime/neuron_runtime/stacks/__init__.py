@@ -50,6 +50,7 @@ __all__ = [
     "check_installed_stack",
     "get_profile",
     "installed_versions",
+    "pin_matches",
     "stack_problems",
     "stacks_for_family",
 ]
@@ -82,6 +83,14 @@ def _release(version: str) -> str:
     return version.split("+", 1)[0]
 
 
+def pin_matches(version: str, pin: str) -> bool:
+    """The release of ``version`` is ``pin``, or is in it when ``pin`` is a PEP 440 prefix such as ``4.48.*``."""
+    if pin.endswith(".*"):
+        prefix = pin[:-2].split(".")
+        return _release(version).split(".")[: len(prefix)] == prefix
+    return _release(version) == pin
+
+
 def stack_problems(profile: Stack, versions: Mapping[str, Optional[str]], image_stack: Optional[str]) -> list:
     """Why the installed software is not the stack ``profile`` describes; empty when it is."""
     problems = []
@@ -91,7 +100,7 @@ def stack_problems(profile: Stack, versions: Mapping[str, Optional[str]], image_
         found = versions.get(name)
         if found is None:
             problems.append(f"{name} is not installed (need {pin})")
-        elif _release(found) != pin:
+        elif not pin_matches(found, pin):
             problems.append(f"{name} {found} is installed, stack {profile.id} needs {pin}")
     for name in profile.required_distributions:
         if versions.get(name) is None:

@@ -1,8 +1,9 @@
 """The seed stack: Neuron SDK 2.23, NxD Inference 0.3 and the AWS vLLM fork 0.7.2 (vLLM V0), end-of-life.
 
 The profile holds the env var names, server flags, module paths, dtype map, model-class map, artifact layout and
-package pins of this stack; :mod:`neuron_runtime.neuron_config`, :mod:`neuron_runtime.compile` and
-:mod:`neuron_runtime.serve` implement it. AWS ended vLLM V0 support with SDK 2.28
+package pins of this stack; :mod:`neuron_runtime.neuron_config`, :mod:`neuron_runtime.compile`,
+:mod:`neuron_runtime.nxdi_server`, :mod:`neuron_runtime.serve` and :mod:`neuron_runtime.multinode` implement it.
+AWS ended vLLM V0 support with SDK 2.28
 (aws-neuron-sdk@81ce03a about-neuron/announcements/neuron2.x/announcement-end-of-support-vllm-v0.rst) and put NxD
 Inference in maintenance mode (announce-nxdi-maintenance-support-2-31.rst); the profile stays for trn1/inf2, which
 the newer plugin does not support, and for services that already run on it.
@@ -136,11 +137,15 @@ NEURON_2_23_VLLM_0_7_2 = NxdiStackProfile(
     # Neuron 2.23 release manifest (aws-neuron-sdk v2.23.0 src/helperscripts/n2-manifest.json); NX3 tag v0.3.5591.
     # vLLM: the fork's setup.py takes its version from setuptools-scm; Dockerfile.neuron fixes it to 0.7.2
     # (SETUPTOOLS_SCM_PRETEND_VERSION) and setup.py appends "+neuron218" (get_vllm_version).
+    # transformers: NX3 setup.py install_requires "transformers==4.48.*", a family pin (PEP 440 prefix, accepted by
+    # stacks.pin_matches); the DLC installs NxDI with --no-deps, so nothing else enforces it. The fork asks for
+    # "transformers >= 4.48.2" (F23 requirements-common.txt); Dockerfile.neuron pins 4.48.3, which satisfies both.
     pinned_distributions=MappingProxyType(
         {
             "neuronx-distributed-inference": "0.3.5591",
             "neuronx-cc": "2.18.121.0",
             "vllm": "0.7.2",
+            "transformers": "4.48.*",
         }
     ),
     # torch-neuronx is 2.6.0.2.7.x in the DLC but the exact build differs between the SDK manifest and the DLC
@@ -250,9 +255,14 @@ NEURON_2_23_VLLM_0_7_2 = NxdiStackProfile(
         env_master_addr="MASTER_ADDR",
         env_master_port="MASTER_PORT",
         default_master_port=29500,
-        # F23 examples/neuron/multi_node/launch_script.py: NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 and
-        # NEURON_LOCAL_TP=<local_ranks_size> (no reader of NEURON_LOCAL_TP in the fork or NxDI; presumably the
-        # Neuron runtime: unverified).
+        # F23 examples/neuron/multi_node/launch_script.py: NEURON_RT_ROOT_COMM_ID=<MASTER_ADDR>:63423 (the runtime
+        # puts the leader's IP there, see multinode.root_comm_id) and NEURON_LOCAL_TP=<local_ranks_size>.
+        # NEURON_LOCAL_TP is a transformers-neuronx variable: its NeuronConfig reads it (aws-neuron/transformers-neuronx
+        # @1ade6d7 src/transformers_neuronx/config.py: self.local_tp = os.getenv("NEURON_LOCAL_TP")), documented as
+        # "the local tensor parallel degree on each node" (aws-neuron-sdk v2.23.0
+        # libraries/transformers-neuronx/transformers-neuronx-developer-guide.rst). The fork (beyond its launcher),
+        # NxDI v0.3.5591 and neuronx-distributed e834945 do not read it: NxDI takes local_ranks_size from its
+        # NeuronConfig. It is set because the fork's launcher sets it.
         env_root_comm_id="NEURON_RT_ROOT_COMM_ID",
         default_root_comm_port=63423,
         env_local_tp="NEURON_LOCAL_TP",

@@ -95,3 +95,13 @@ def test_runtime_import_does_not_load_the_operator_or_the_neuron_stack(make_spec
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_help_lists_every_exit_code():
+    from neuron_runtime import cli
+
+    codes = {name: value for name, value in vars(constants).items() if name.startswith("EXIT_") and value}
+    assert codes["EXIT_FABRIC_UNAVAILABLE"] == 7
+    for name, value in codes.items():
+        assert f"{value} " in cli.EPILOG, f"{name}={value} is not explained in the help"
+    assert "7 multi-node pod without a usable EFA (libfabric) provider" in cli.EPILOG

@@ -113,7 +113,7 @@ def test_stack_check_runs_unless_skipped(make_spec, contract_env, tmp_path, monk
 
 def test_stack_problems(profile):
     good = {"neuronx-distributed-inference": "0.3.5591", "neuronx-cc": "2.18.121.0+9e31e41a", "vllm": "0.7.2+neuron218",
-            "torch-neuronx": "2.6.0.2.7.5413", "neuronx-distributed": "0.12.12111"}  # fmt: skip
+            "torch-neuronx": "2.6.0.2.7.5413", "neuronx-distributed": "0.12.12111", "transformers": "4.48.3"}  # fmt: skip
     assert stack_problems(profile, good, "neuron-2.23-vllm-0.7.2") == []
     bad = dict(good, **{"neuronx-cc": "2.19.8089.0", "vllm": None})
     assert stack_problems(profile, bad, None) == [

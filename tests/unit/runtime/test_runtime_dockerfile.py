@@ -125,7 +125,31 @@ def entrypoint_problems(items, args):
     return [] if ok else [f"ENTRYPOINT {entrypoints}"]
 
 
-CHECKS = [base_image_problems, fork_pin_problems, index_problems, user_problems, entrypoint_problems]
+def efa_problems(items, args):
+    """The EFA user space: one fixed installer version, checked against its SHA-256 before it runs, user space only
+    (the training DLC's efa_installer.sh --skip-kmod step, aws-neuron/deep-learning-containers@2.23.0)."""
+    version, sha = args.get("EFA_INSTALLER_VERSION", ""), args.get("EFA_INSTALLER_SHA256", "")
+    problems = []
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        problems.append(f"EFA installer version {version!r} is not a fixed release")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        problems.append(f"EFA installer SHA-256 {sha!r} is not 64 hex digits")
+    for run in runs(items, args):
+        if "efa_installer.sh" not in run:
+            continue
+        steps = [c.strip() for c in re.split(r"&&", run)]
+        fetch = next((i for i, c in enumerate(steps) if f"aws-efa-installer-{version}.tar.gz" in c), None)
+        verify = next((i for i, c in enumerate(steps) if f"{sha}  " in c and "sha256sum -c" in c), None)
+        install = next((i for i, c in enumerate(steps) if "efa_installer.sh" in c), None)
+        if fetch is None or verify is None or not fetch < verify < install:
+            problems.append("the installer is not downloaded by version and checked by SHA-256 before it runs")
+        if "--skip-kmod" not in steps[install] or "latest" in run:
+            problems.append("EFA install must be the pinned user space only (--skip-kmod, no latest)")
+        return problems
+    return problems + ["no efa_installer.sh step"]
+
+
+CHECKS = [base_image_problems, fork_pin_problems, index_problems, user_problems, entrypoint_problems, efa_problems]
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +202,32 @@ def test_default_command_is_a_subcommand(parsed):
     items, _ = parsed
     cmds = [rest for name, rest in items if name == "CMD"]
     assert json.loads(cmds[-1]) == ["serve"]
+
+
+def test_efa_check_refuses_the_unpinned_dlc_step():
+    # The training DLC's own step: latest, GPG only, no checksum pin.
+    dlc = """
+ARG EFA_INSTALLER_VERSION=latest
+RUN curl -O https://efa-installer.amazonaws.com/aws-efa-installer-latest.tar.gz \\
+ && tar -xf aws-efa-installer-latest.tar.gz \\
+ && cd aws-efa-installer \\
+ && ./efa_installer.sh -y -g --skip-kmod --skip-limit-conf --no-verify
+"""
+    problems = efa_problems(*parse(dlc))
+    assert "EFA installer version 'latest' is not a fixed release" in problems
+    assert "the installer is not downloaded by version and checked by SHA-256 before it runs" in problems
+
+
+def test_transformers_is_pinned_in_the_constraints(parsed):
+    """NxDI 0.3 needs transformers==4.48.* (NX3 v0.3.5591 setup.py) and the DLC installs it --no-deps; the fork asks
+    for >= 4.48.2 (F23 requirements-common.txt). The image pins one release that satisfies both, in the constraints
+    every Neuron-related install uses, and the stack check at build enforces the profile's pin."""
+    from neuron_runtime.stacks import NEURON_2_23_VLLM_0_7_2, pin_matches
+
+    items, args = parsed
+    version = args.get("TRANSFORMERS_VERSION", "")
+    assert pin_matches(version, NEURON_2_23_VLLM_0_7_2.pinned_distributions["transformers"])
+    assert tuple(int(p) for p in version.split(".")) >= (4, 48, 2)
+    joined = " ".join(runs(items, args))
+    assert f'echo "transformers=={version}" >> /opt/neuron-constraints.txt' in joined
+    assert joined.index("/opt/neuron-constraints.txt") < joined.index("-r requirements-neuron.txt")

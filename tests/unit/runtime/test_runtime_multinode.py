@@ -8,16 +8,19 @@ import io
 import json
 import logging
 import os
+import time
 
 import pytest
 from conftest import multi_node_kwargs, write_fake_group_artifacts
 
-from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, rendezvous, testhooks
+from neuron_runtime import artifacts, cli, constants, multinode, multinode_worker, peer_names, testhooks
 from neuron_runtime.compile import compile_rank, run_compile
 from neuron_runtime.compile_spec import compile_key
 from neuron_runtime.contract import ServeConfig, read_contract
+from neuron_runtime.deadlines import Deadline
 from neuron_runtime.errors import ArtifactError, CompileError, RendezvousTimeout, SpecError
 from neuron_runtime.neuron_config import build_neuron_config_kwargs, serve_override_neuron_config
+from neuron_runtime.serving_paths import rank_artifact_dir
 from neuron_runtime.topology import NodeRole
 
 LEADER = "llama-g1-0.llama-peers.prod.svc.cluster.local"
@@ -111,7 +114,7 @@ def test_multinode_env_golden(spec2, profile):
         "WORLD_SIZE": "64",  # stale / wrong: the contract-derived value replaces it
         "NEURON_COMPILED_ARTIFACTS": "/elsewhere",
     }
-    env = multinode.build_multinode_env(base, spec2, profile, "/store/key/rank-1", group)
+    env = multinode.build_multinode_env(base, spec2, profile, "/store/key/rank-1", group, "10.0.0.2")
     assert env == {
         "PATH": "/usr/bin",
         "LD_LIBRARY_PATH": "/opt/aws/neuron/lib:/usr/local/lib:/opt/amazon/efa/lib",
@@ -125,7 +128,7 @@ def test_multinode_env_golden(spec2, profile):
         "WORLD_SIZE": "2",  # nodes: the fork's gloo world, one process per node
         "MASTER_ADDR": LEADER,
         "MASTER_PORT": "29555",
-        "NEURON_RT_ROOT_COMM_ID": f"{LEADER}:63423",
+        "NEURON_RT_ROOT_COMM_ID": "10.0.0.2:63423",  # an IP address (nrt-api-guide.rst), not the DNS name
         "NEURON_LOCAL_TP": "32",
         "FI_PROVIDER": "tcp",
         "FI_EFA_USE_DEVICE_RDMA": "1",
@@ -139,7 +142,8 @@ def test_multinode_env_golden(spec2, profile):
 
 
 def test_operator_env_is_what_the_runtime_derives(spec2, profile):
-    """The values the operator puts on the pod (for kubectl describe) equal the runtime's: no override warnings."""
+    """The values the operator puts on the pod (for kubectl describe) equal the runtime's: no override warnings.
+    Except NEURON_RT_ROOT_COMM_ID: the operator can only name the leader by DNS, the runtime puts the resolved IP."""
     group = multinode.read_group_config(group_env(rank=1), spec2)
     operator_env = {
         "ENABLE_NEURON_MULTI_NODE": "true", "NEURON_RANK_ID": "1", "WORLD_SIZE": "2", "MASTER_ADDR": LEADER,
@@ -148,10 +152,30 @@ def test_operator_env_is_what_the_runtime_derives(spec2, profile):
         "NEURON_COMPILED_ARTIFACTS": "/var/lib/neuron-operator/artifacts/key/rank-1",
     }  # fmt: skip
     env = multinode.build_multinode_env(
-        operator_env, spec2, profile, "/var/lib/neuron-operator/artifacts/key/rank-1", group
+        operator_env, spec2, profile, "/var/lib/neuron-operator/artifacts/key/rank-1", group, "10.0.0.2"
     )
     assert multinode.env_overrides(operator_env, env, profile) == []
-    assert {k: env[k] for k in operator_env} == operator_env
+    assert {k: env[k] for k in operator_env} == dict(operator_env, NEURON_RT_ROOT_COMM_ID="10.0.0.2:63423")
+    assert multinode.root_comm_note(operator_env, env, profile) == (
+        "NEURON_RT_ROOT_COMM_ID=10.0.0.2:63423: the leader's resolved address (the Neuron runtime needs an IP "
+        f"address), not the pod's {LEADER}:63423"
+    )
+
+
+def test_root_comm_id_is_the_leaders_ip(profile):
+    mn = profile.multi_node
+    assert multinode.root_comm_id({}, mn, "10.0.0.2", LEADER) == "10.0.0.2:63423"
+    assert multinode.root_comm_id({"NEURON_RT_ROOT_COMM_ID": f"{LEADER}:46820"}, mn, "10.0.0.2", LEADER) == (
+        "10.0.0.2:46820"  # the pod's port, the leader's address
+    )
+    assert multinode.root_comm_id({"NEURON_RT_ROOT_COMM_ID": "junk"}, mn, "10.0.0.2", LEADER) == "10.0.0.2:63423"
+    assert multinode.root_comm_id({}, mn, "fd00::2", LEADER) == "[fd00::2]:63423"
+    assert multinode.root_comm_id({}, mn, None, LEADER) == f"<IP of {LEADER}>:63423"  # dry run: nothing resolved
+
+
+def test_every_member_picks_the_same_leader_address():
+    assert peer_names.preferred_address(["fd00::2", "10.0.0.2", "10.0.0.9"]) == "10.0.0.2"
+    assert peer_names.preferred_address(["fd00::2", "fd00::3"]) == "fd00::2"
 
 
 def test_leader_and_worker_argv_golden(spec2, profile):
@@ -203,10 +227,10 @@ def test_per_rank_overrides_follow_nxdi(make_spec, profile):
 def test_rank_artifact_dir(spec2, contract_env, tmp_path):
     key = compile_key(spec2)
     pvc = read_contract(contract_env(spec2, "/var/lib/neuron-operator/artifacts"))
-    assert multinode.rank_artifact_dir(pvc, {}, 1) == f"/var/lib/neuron-operator/artifacts/{key}/rank-1"
+    assert rank_artifact_dir(pvc, {}, 1) == f"/var/lib/neuron-operator/artifacts/{key}/rank-1"
     s3_env = contract_env(spec2, "s3://bucket/prefix")
     s3 = read_contract(s3_env)
-    assert multinode.rank_artifact_dir(s3, s3_env, 0) == str(tmp_path / "local-artifacts" / key / "rank-0")
+    assert rank_artifact_dir(s3, s3_env, 0) == str(tmp_path / "local-artifacts" / key / "rank-0")
 
 
 def test_fake_engine_only_in_test_mode():
@@ -233,6 +257,7 @@ def test_serve_dry_run(spec2, contract_env, tmp_path, rank, role, module):
     assert plan["argv"][1:3] == ["-m", module]
     assert plan["rendezvous"] == {"port": 29400, "timeout_seconds": 600.0}
     assert plan["env"]["set"]["NEURON_RANK_ID"] == str(rank)
+    assert plan["env"]["set"]["NEURON_RT_ROOT_COMM_ID"] == f"<IP of {LEADER}>:63423"  # a dry run resolves nothing
     assert plan["env"]["set"]["NEURON_COMPILED_ARTIFACTS"] == plan["artifact"]
     assert plan["neuron_config"]["start_rank_id"] == 32 * rank
     assert not (tmp_path / "store").exists()
@@ -242,24 +267,24 @@ def test_serve_dry_run(spec2, contract_env, tmp_path, rank, role, module):
 
 
 def test_hosts_parsing_and_test_resolver(tmp_path):
-    assert rendezvous.parse_hosts("a=127.0.0.2, b=127.0.0.3") == {"a": ["127.0.0.2"], "b": ["127.0.0.3"]}
+    assert peer_names.parse_hosts("a=127.0.0.2, b=127.0.0.3") == {"a": ["127.0.0.2"], "b": ["127.0.0.3"]}
     hosts = tmp_path / "hosts"
     hosts.write_text("# comment\na 127.0.0.2\n")
-    resolve = rendezvous.test_hosts_resolver(f"@{hosts}")
+    resolve = testhooks.test_hosts_resolver(f"@{hosts}")
     assert resolve("a") == ["127.0.0.2"] and resolve("b") == []
     hosts.write_text("a 127.0.0.2\nb 127.0.0.3\n")  # re-read on every lookup
     assert resolve("b") == ["127.0.0.3"]
-    assert rendezvous.test_hosts_resolver("@/nonexistent")("a") == []
+    assert testhooks.test_hosts_resolver("@/nonexistent")("a") == []
 
 
 def test_test_hosts_are_ignored_outside_test_mode():
-    assert rendezvous.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4"}) is rendezvous.system_resolver
-    assert rendezvous.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4", "NEURON_RUNTIME_TEST_MODE": "1"})(
+    assert testhooks.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4"}) is peer_names.system_resolver
+    assert testhooks.resolver_from_env({"NEURON_RUNTIME_TEST_HOSTS": "a=1.2.3.4", "NEURON_RUNTIME_TEST_MODE": "1"})(
         "a"
     ) == ["1.2.3.4"]
-    assert rendezvous.bind_host_from_env({"NEURON_RUNTIME_TEST_BIND_HOST": "127.0.0.3"}) == ""
-    assert rendezvous.system_resolver("localhost")  # the real resolver works for a name that exists
-    assert rendezvous.system_resolver("no-such-host.invalid") == []
+    assert testhooks.bind_host_from_env({"NEURON_RUNTIME_TEST_BIND_HOST": "127.0.0.3"}) == ""
+    assert peer_names.system_resolver("localhost")  # the real resolver works for a name that exists
+    assert peer_names.system_resolver("no-such-host.invalid") == []
 
 
 class FakeClock:
@@ -275,10 +300,10 @@ class FakeClock:
 
 def test_waiting_logs_progress_then_times_out(caplog):
     clock = FakeClock()
-    deadline = rendezvous.Deadline(12, clock)
+    deadline = Deadline(12, clock)
     names = {"w": ["10.0.0.3"]}  # the leader never resolves
     with caplog.at_level(logging.INFO), pytest.raises(RendezvousTimeout) as info:
-        rendezvous.wait_for_names("lead", ("lead", "w"), lambda n: names.get(n, []), deadline, sleep=clock.sleep)
+        peer_names.wait_for_names("lead", ("lead", "w"), lambda n: names.get(n, []), deadline, sleep=clock.sleep)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting")]
     assert lines == [
         "waiting for leader lead to resolve (0s/12s)",
@@ -293,12 +318,12 @@ def test_waiting_for_peers_names_the_missing_ones(caplog):
     clock = FakeClock()
     names = {"lead": ["10.0.0.2"], "w1": ["10.0.0.3"]}
     with caplog.at_level(logging.INFO), pytest.raises(RendezvousTimeout, match="peers to resolve: w2"):
-        rendezvous.wait_for_names(
-            "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), rendezvous.Deadline(3, clock), sleep=clock.sleep
+        peer_names.wait_for_names(
+            "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), Deadline(3, clock), sleep=clock.sleep
         )
     names["w2"] = ["10.0.0.4"]
-    found = rendezvous.wait_for_names(
-        "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), rendezvous.Deadline(3, clock), sleep=clock.sleep
+    found = peer_names.wait_for_names(
+        "lead", ("lead", "w1", "w2"), lambda n: names.get(n, []), Deadline(3, clock), sleep=clock.sleep
     )
     assert found.addresses == (("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",))
 
@@ -460,3 +485,24 @@ def test_group_manifest_refuses_mixed_software(make_spec):
         artifacts.build_group_manifest(key, spec, ranks)
     with pytest.raises(CompileError, match="needs ranks 0..1"):
         artifacts.build_group_manifest(key, spec, {0: ranks[0]})
+
+
+def test_a_reset_connection_reads_as_closed():
+    """A peer killed with unread data resets the TCP connection instead of closing it: still "connection closed"."""
+    import socket
+    import struct
+
+    from neuron_runtime.peer_link import Link, LinkClosed
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    link = Link(a, "peer")
+    a.sendall(b"never read by b")
+    time.sleep(0.1)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+    b.close()
+    time.sleep(0.1)
+    with pytest.raises(LinkClosed, match=r"^connection closed \(reset by peer\)$"):
+        link.recv(2)
+    link.close()

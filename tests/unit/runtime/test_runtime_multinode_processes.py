@@ -2,8 +2,9 @@
 loopback address (127.0.0.2, .3, .4), peer names resolved by the TEST HOOK hosts file, the engine replaced by the
 TEST HOOK fake engine. Every wait is bounded; every process is killed at the end of its test.
 
-What runs for real: the CLI, env contract parsing, per-rank artifact verification, DNS-style waits with log lines,
-the TCP rendezvous with heartbeats, the worker /health server, engine supervision, termination messages, exit codes.
+What runs for real: the CLI, env contract parsing, the fabric check (against a stand-in fi_info on PATH),
+per-rank artifact verification, DNS-style waits with log lines, the TCP rendezvous with heartbeats, the worker /health
+server, engine supervision, termination messages, exit codes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(neuron_runtime.__file__))
 HEARTBEAT_TIMEOUT = 3.0  # seconds; short so lost peers are noticed quickly in tests
 
 pytestmark = pytest.mark.timeout(120)
+
+# Stands in for libfabric's fi_info on an EFA node: the efa provider is there when the runtime runs it with the
+# engine's LD_LIBRARY_PATH (the EFA libraries) and FAKE_FI_INFO_NO_EFA is not set; otherwise it fails like
+# fi_info without a matching provider (ofiwg/libfabric util/info.c: "fi_getinfo: -61", exit 61).
+FAKE_FI_INFO = """#!/bin/sh
+case ":$LD_LIBRARY_PATH:" in *:/opt/amazon/efa/lib:*) ;; *) echo "fi_getinfo: -61" >&2; exit 61;; esac
+if [ -n "$FAKE_FI_INFO_NO_EFA" ] || [ "$1 $2" != "-p efa" ]; then echo "fi_getinfo: -61" >&2; exit 61; fi
+printf 'provider: efa\n    fabric: efa\n    domain: rdmap16s27-rdm\n    type: FI_EP_RDM\n'
+"""
 
 
 def loopback_available() -> bool:
@@ -136,6 +146,10 @@ class Group:
             write_fake_group_artifacts(self.store, self.spec)
         self.hosts = tmp_path / "hosts"
         self.hosts.write_text("")
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        (self.bin / "fi_info").write_text(FAKE_FI_INFO)
+        (self.bin / "fi_info").chmod(0o755)
         self.timeout = timeout
         self.contract_env = contract_env
         self.members = {}
@@ -160,6 +174,7 @@ class Group:
                 "NEURON_OPERATOR_LEADER_ADDRESS": self.names[0],
                 "NEURON_OPERATOR_PEER_ADDRESSES": ",".join(self.names),
                 "NEURON_OPERATOR_RENDEZVOUS_TIMEOUT": str(self.timeout),
+                "NEURON_RT_ROOT_COMM_ID": f"{self.names[0]}:63423",  # what the operator sets
                 "NEURON_RUNTIME_RENDEZVOUS_PORT": str(self.rendezvous_port),
                 "NEURON_RUNTIME_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 # TEST HOOKS
@@ -168,7 +183,7 @@ class Group:
                 "NEURON_RUNTIME_TEST_BIND_HOST": self.addresses[rank],
                 "NEURON_RUNTIME_FAKE_ENGINE": "1",
                 "NEURON_RUNTIME_FAKE_ENGINE_RECORD": str(self.tmp / f"engine-{rank}.json"),
-                "PATH": "/usr/bin:/bin",
+                "PATH": f"{self.bin}:/usr/bin:/bin",
                 "PYTHONPATH": PACKAGE_ROOT,
             }
         )
@@ -286,9 +301,12 @@ def test_group_forms_and_every_member_answers_health(group_factory):
         assert env["ENABLE_NEURON_MULTI_NODE"] == "true"
         assert (env["NEURON_RANK_ID"], env["WORLD_SIZE"], env["NEURON_LOCAL_TP"]) == (str(rank), "3", "2")
         assert env["MASTER_ADDR"] == group.names[0] and env["MASTER_PORT"] == "29500"
-        assert env["NEURON_RT_ROOT_COMM_ID"] == f"{group.names[0]}:63423"
+        assert env["NEURON_RT_ROOT_COMM_ID"] == "127.0.0.2:63423"  # the leader's IP, not the pod's DNS-based value
         assert env["NEURON_COMPILED_ARTIFACTS"] == str(group.store / group.key / f"rank-{rank}")
         assert env["FI_PROVIDER"] == "efa"
+    for member in (leader, worker1, worker2):
+        member.wait_log(f"NEURON_RT_ROOT_COMM_ID=127.0.0.2:63423: the leader's resolved address (the Neuron runtime "
+                        f"needs an IP address), not the pod's {group.names[0]}:63423")
     assert http_status(leader.address, group.http_port, "/metrics") == 200  # leader: the engine's own endpoints
 
     # The group stays up (heartbeats flowing) well past the heartbeat timeout.
@@ -439,3 +457,19 @@ def test_sigterm_during_the_rendezvous_exits_promptly(group_factory):
     worker.kill(signal.SIGTERM)
     assert worker.wait_exit(timeout=10) == 128 + signal.SIGTERM
     assert "terminated by signal 15" in worker.termination()
+
+
+def test_a_member_without_efa_fails_fast_with_exit_7(group_factory):
+    group = group_factory(nodes=2, timeout=60)
+    for rank in range(2):
+        group.publish_name(rank)
+    leader = group.start(0)
+    worker = group.start(1, FAKE_FI_INFO_NO_EFA="1")
+    assert worker.wait_exit(timeout=10) == constants.EXIT_FABRIC_UNAVAILABLE
+    assert worker.termination().startswith(
+        f"EFA unavailable on rank 1 ({group.names[1]}): `{group.bin / 'fi_info'} -p efa` exited 61 (fi_getinfo: -61). "
+        "Multi-node serving needs EFA in every pod of the group: check that the EFA device plugin runs"
+    )
+    assert "waiting for" not in worker.log()  # ended before the rendezvous
+    leader.wait_log("fabric check: libfabric offers the efa provider")
+    assert leader.proc.poll() is None  # the leader still waits for its worker

@@ -17,14 +17,9 @@ from neuron_runtime.compile_spec import compile_key
 from neuron_runtime.contract import ServeConfig, read_contract
 from neuron_runtime.dryrun import env_diff
 from neuron_runtime.errors import SpecError
-from neuron_runtime.serve import (
-    build_serve_env,
-    build_server_argv,
-
-    exit_code_from_status,
-    lora_module_arg,
-    run_serve,
-)
+from neuron_runtime.nxdi_server import build_serve_env, build_server_argv, lora_module_arg
+from neuron_runtime.process import exit_code_from_status
+from neuron_runtime.serve import run_serve
 from neuron_runtime.topology import NodeRole
 
 MODEL = "/models/llama"
@@ -257,7 +252,7 @@ def test_serve_starts_server_on_verified_artifacts(
 FORWARDER = textwrap.dedent(
     """
     import sys
-    from neuron_runtime.serve import run_and_forward
+    from neuron_runtime.process import run_and_forward
     child = '''
     import signal, sys, time
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))
@@ -285,7 +280,7 @@ def test_child_killed_by_signal_reports_128_plus_n():
     code = textwrap.dedent(
         """
         import sys
-        from neuron_runtime.serve import run_and_forward
+        from neuron_runtime.process import run_and_forward
         sys.exit(run_and_forward([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], {}))
         """
     )
@@ -295,7 +290,7 @@ def test_child_killed_by_signal_reports_128_plus_n():
 
 
 def test_version_drift_between_compile_and_serve_images(profile):
-    from neuron_runtime.serve import version_drift
+    from neuron_runtime.nxdi_server import version_drift
 
     recorded = {"neuronx-cc": "2.18.121.0+9e31e41a", "neuronx-distributed-inference": "0.3.5591", "vllm": None}
     assert version_drift(profile, recorded, dict(recorded)) == []
