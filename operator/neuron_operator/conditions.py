@@ -184,6 +184,9 @@ def _runtime_failure_message(failure: RuntimeFailure, inputs: StatusInputs,
             f"compile on Neuron nodes. The artifact does not hold every graph this image runs: make sure "
             f"spec.runtime.image provides the service's stack, then delete Job {job} and the artifact at "
             f"{inputs.artifact_location} to compile again")
+    if failure.exit_code == runtime_constants.EXIT_FABRIC_UNAVAILABLE:
+        return Reason.FABRIC_UNAVAILABLE, (
+            f"serving pod {failure.pod} cannot use EFA{said}. The group restarts until every node has it")
     if failure.exit_code == runtime_constants.EXIT_ARTIFACT_INVALID:
         return Reason.ARTIFACT_INVALID, (
             f"serving pod {failure.pod} found no complete artifact {key}{said}. Delete Job {job} to compile it again")

@@ -18,7 +18,7 @@ Obj = Mapping[str, Any]
 # The runtime's exit codes that no restart can fix (runtime/neuron_runtime/constants.py): a serving pod that ends
 # with one of them makes the service Stalled instead of leaving it to crash-loop unexplained.
 PERMANENT_SERVING_EXIT_CODES = (runtime_constants.EXIT_BAD_SPEC, runtime_constants.EXIT_ARTIFACT_INVALID,
-                                runtime_constants.EXIT_CACHE_MISS)
+                                runtime_constants.EXIT_CACHE_MISS, runtime_constants.EXIT_FABRIC_UNAVAILABLE)
 
 
 def _job_condition(job: Obj, type_: str) -> Optional[Obj]:

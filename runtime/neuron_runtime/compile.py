@@ -12,12 +12,13 @@ ranks start_rank_id .. start_rank_id+local_ranks_size-1 (NX3 application_base.sh
 0.12 ModelBuilder.shard_checkpoint), so every rank dir is self-contained and a serving node downloads only its
 own slice of the weights.
 
-Could one compile on rank 0 serve every node? Reading neuronx-distributed 0.12 (aws-neuron/neuronx-distributed
-e834945 "Release 2.23.0") suggests model.pt does not depend on the node: trace/model_builder.py build_nxd_model
-wraps each NEFF as SPMDModel(neff, metaneff, local_ranks_size, world_size), and trace/spmd.py NxDModel.initialize
-takes the start rank as an argument at load (NX3 application_base.load_weights passes start_rank_id). We still
-compile on every node: the compiles run in parallel (no extra wall time), the slow weight sharding is split across
-nodes, every rank dir is loadable on its own, and it is the flow NxDI documents, not one inferred from its code.
+Why not one compile on rank 0 for every node? model.pt records the node it was built for: neuronx-distributed 0.12
+(aws-neuron/neuronx-distributed e834945 "Release 2.23.0") trace/model_builder.py build_nxd_model scripts
+NxDModel(..., start_rank_id=...) into it and trace/spmd.py stores the start rank; at load, NX3
+application_base.load_weights passes a start rank to initialize() again. Whether a rank-0 model.pt loads correctly
+under another start rank is not something the sources promise, so every node compiles its own: the compiles run in
+parallel (no extra wall time), the slow weight sharding is split across nodes, every rank dir is loadable on its
+own, and it is the flow NxDI documents.
 """
 
 from __future__ import annotations

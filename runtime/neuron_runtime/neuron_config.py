@@ -6,7 +6,7 @@ on-device sampling, sequence parallelism, LoRA slots) would silently become the 
 mirror F23 ``vllm/model_executor/model_loader/neuronx_distributed.py`` (``_get_default_neuron_config``,
 ``_get_default_speculation_config``, ``_get_neuron_config_after_override``, ``NeuronSpeculationCausalLM
 .load_weights``) and ``vllm/worker/neuronx_distributed_model_runner.py`` (``_get_nxdi_lora_config``).
-Labels F23 / NX3 are defined in stacks.py.
+Labels F23 / NX3 are defined in stacks/neuron_2_23.py.
 
 Everything here is pure and returns JSON-serialisable data: ``NeuronConfig(**kwargs)`` accepts the plain dicts
 (NX3 ``models/config.py`` turns ``on_device_sampling_config`` and ``lora_config`` dicts into their classes).

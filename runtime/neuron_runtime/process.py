@@ -37,10 +37,12 @@ def handling_signals(handler: Callable, signals: Tuple[int, ...] = FORWARDED_SIG
             signal.signal(sig, old)
 
 
-def start(argv: List[str], env: Mapping[str, str], what: str) -> subprocess.Popen:
-    """Start ``argv`` in its own session (a terminal's Ctrl-C reaches it once, through us, not twice)."""
+def start(argv: List[str], env: Mapping[str, str], what: str, capture_output: bool = False) -> subprocess.Popen:
+    """Start ``argv`` in its own session (a terminal's Ctrl-C reaches it once, through us, not twice); with
+    ``capture_output`` its stdout and stderr come through one pipe (the caller copies them on and keeps a tail)."""
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} if capture_output else {}
     try:
-        return subprocess.Popen(argv, env=dict(env), start_new_session=True)
+        return subprocess.Popen(argv, env=dict(env), start_new_session=True, **output)
     except OSError as e:
         raise RuntimeFailure(f"cannot start the {what} {argv[:3]}: {e}") from None
 

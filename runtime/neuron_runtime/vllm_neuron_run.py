@@ -20,9 +20,7 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -31,10 +29,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, TextIO
 
-from neuron_runtime import artifacts, constants, model_source, testhooks, vllm_neuron
+from neuron_runtime import artifacts, constants, model_source, process, testhooks, vllm_neuron
 from neuron_runtime.dryrun import env_diff, print_plan
 from neuron_runtime.contract import Contract, ServeConfig, local_artifacts_dir, read_serve_config
-from neuron_runtime.errors import ArtifactError, CacheMiss, CompileError, RuntimeFailure, SpecError
+from neuron_runtime.errors import ArtifactError, CacheMiss, CompileError, SpecError
 from neuron_runtime.stacks import PluginStackProfile, check_installed_stack, installed_versions
 from neuron_runtime.termination import write_termination_message
 
@@ -110,19 +108,6 @@ def _pump(stream, tail: Deque[str], sink: TextIO) -> None:
         sink.flush()
 
 
-def _stop(child: subprocess.Popen, grace: float) -> int:
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(child.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            return child.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    return child.wait()
-
-
 def run_engine(
     argv: List[str],
     env: Mapping[str, str],
@@ -138,11 +123,7 @@ def run_engine(
     ``stop_when_ready``: stop it as soon as /health answers 200 (the compile run: warm-up is over). Otherwise wait
     for it to exit, calling ``on_ready(metrics text)`` once when it first becomes healthy (serving)."""
     started = clock()
-    try:
-        child = subprocess.Popen(argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    except OSError as e:
-        raise RuntimeFailure(f"cannot start the engine {argv[:3]}: {e}") from None
+    child = process.start(argv, env, "engine", capture_output=True)
     tail: Deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     reader = threading.Thread(target=_pump, args=(child.stdout, tail, sink), daemon=True)
     reader.start()
@@ -155,26 +136,22 @@ def run_engine(
         except (ProcessLookupError, PermissionError):
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     ready, metrics = False, ""
-    try:
+    with process.handling_signals(forward):
         while True:
-            code = child.poll()
+            code = process.reap(child)  # as PID 1, the engine's orphans too
             if code is not None:
                 break
             if not ready and not stopping.is_set() and http_get(f"http://{LOOPBACK}:{port}/health") is not None:
                 ready = True
                 metrics = http_get(f"http://{LOOPBACK}:{port}/metrics") or ""
                 if stop_when_ready:
-                    _stop(child, ENGINE_STOP_GRACE_SECONDS)
+                    process.stop_group(child, ENGINE_STOP_GRACE_SECONDS)
                     code = 0
                     break
                 if on_ready is not None:
                     on_ready(metrics)
             time.sleep(HEALTH_POLL_SECONDS if not ready else 0.5)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     reader.join(timeout=5)
     return EngineRun(code=code, ready=ready, seconds=clock() - started, metrics=metrics, tail=list(tail))
 

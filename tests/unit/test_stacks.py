@@ -257,7 +257,7 @@ def test_serving_pod_failure_reads_the_last_termination():
 
 
 @pytest.mark.parametrize("code,reason", [(6, Reason.ARTIFACT_CACHE_MISS), (3, Reason.ARTIFACT_INVALID),
-                                         (2, Reason.RUNTIME_REJECTED_SPEC)])
+                                         (2, Reason.RUNTIME_REJECTED_SPEC), (7, Reason.FABRIC_UNAVAILABLE)])
 def test_a_permanent_serving_failure_is_stalled(code, reason):
     inputs = StatusInputs(
         generation=2, replicas=1, key="k1", artifact_location="pvc://a/k1", stack=PLUGIN,

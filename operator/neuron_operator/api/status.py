@@ -72,6 +72,7 @@ class Reason:
     ARTIFACT_CACHE_MISS = "ArtifactCacheMiss"  # exit 6: a graph is not in the artifact; the pod does not compile
     ARTIFACT_INVALID = "ArtifactInvalid"  # exit 3: the artifact is missing or incomplete
     RUNTIME_REJECTED_SPEC = "RuntimeRejectedSpec"  # exit 2: the image does not provide the stack, or rejects the spec
+    FABRIC_UNAVAILABLE = "FabricUnavailable"  # exit 7: a multi-node pod found no EFA (libfabric provider)
 
     # Compiled
     COMPILE_PENDING = "CompilePending"  # Job created, not running yet

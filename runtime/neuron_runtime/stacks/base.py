@@ -60,7 +60,8 @@ class Stack:
     dockerfile: str
     base_image: str
     image_python: str  # Python of that image (the runtime package must run on it)
-    # Distributions whose installed version must equal the pin (release segment, before any "+local" part).
+    # Distributions whose installed version must match the pin: its release segment (before any "+local" part)
+    # equal to it, or within it for a "4.48.*" family pin (stacks.pin_matches).
     pinned_distributions: Mapping[str, str]
     # Distributions that must be installed, any version.
     required_distributions: Tuple[str, ...]

@@ -79,5 +79,5 @@ def test_only_permanent_exit_codes_are_runtime_failures():
     def crashed(code):
         return {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": code}}}]}}
 
-    assert [serving_pod_failure(crashed(c)) is not None for c in (1, 2, 3, 4, 5, 6, 137)] == [
-        False, True, True, False, False, True, False]
+    assert [serving_pod_failure(crashed(c)) is not None for c in (1, 2, 3, 4, 5, 6, 7, 137)] == [
+        False, True, True, False, False, True, True, False]
