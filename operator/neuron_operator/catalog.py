@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import yaml
 
@@ -31,6 +32,26 @@ class InstanceType:
     memory_gib: int
     allowed_device_counts: tuple[int, ...]
     tp_degrees: tuple[int, ...]
+    lnc_options: tuple[int, ...] = ()  # logical NeuronCore configs the instance supports; () = only ``lnc``
+
+    @property
+    def default_lnc(self) -> int:
+        """The LNC of a node that sets none (the catalog's ``lnc``); ``lnc`` itself may be a chosen one."""
+        return self._default_lnc if self._default_lnc is not None else self.lnc
+
+    _default_lnc: Optional[int] = None
+
+    def at_lnc(self, lnc: Optional[int]) -> "InstanceType":
+        """This instance type with ``lnc`` logical cores per NeuronCore group (None or the default: itself)."""
+        if lnc is None or lnc == self.lnc:
+            return self
+        if lnc not in self.lnc_options:
+            raise ValueError(f"{self.name} supports LNC {', '.join(map(str, self.lnc_options or (self.lnc,)))}")
+        return replace(self, lnc=lnc, _default_lnc=self.default_lnc)
+
+    @property
+    def lnc_configurable(self) -> bool:
+        return len(self.lnc_options) > 1
 
     @property
     def physical_cores(self) -> int:
@@ -91,6 +112,10 @@ class Catalog:
                 f"unknown instance type {name!r}; known: {', '.join(sorted(self.instance_types))}"
             ) from None
 
+    def instance_at(self, name: str, lnc: Optional[int]) -> InstanceType:
+        """``name`` at a service's chosen LNC (None: the type's default)."""
+        return self.get(name).at_lnc(lnc)
+
     @property
     def families(self) -> tuple[str, ...]:
         return tuple(sorted(self.tp_degrees))
@@ -113,6 +138,7 @@ def _parse(raw: dict) -> Catalog:
             memory_gib=fields["memoryGiB"],
             allowed_device_counts=tuple(fields.get("allowedDeviceCounts", range(1, devices + 1))),
             tp_degrees=tuple(t for t in tp_degrees[fields["family"]]),
+            lnc_options=tuple(fields.get("lncOptions", ())),
         )
     default_cluster = tuple((item["instanceType"], item["count"]) for item in raw["defaultCluster"])
     cpu_nodes = tuple(CpuNode(name=n["name"], instance_type=n["instanceType"], vcpu=n["vcpu"], memory_gib=n["memoryGiB"])

@@ -28,7 +28,7 @@ def extra_args_split(spec: NeuronInferenceServiceSpec, stack: str) -> tuple[tupl
 
 def compile_spec_for(spec: NeuronInferenceServiceSpec, catalog: Catalog, stack: str) -> CompileSpec:
     """The compile inputs of ``spec`` on ``catalog``'s instance type, for runtime stack profile ``stack``."""
-    instance = catalog.get(spec.instance_type)
+    instance = catalog.instance_at(spec.instance_type, spec.logical_neuron_core_config)
     adapters = tuple(LoraAdapter(name=a.name, uri=a.uri) for a in sorted(spec.lora_adapters, key=lambda a: a.name))
     return CompileSpec(
         model_uri=spec.model.uri,

@@ -110,3 +110,8 @@ HEALTH_PATH = "/health"  # vLLM OpenAI server: 200 once the engine is up (F23 ap
 # --- Neuron scheduling -------------------------------------------------------------------------------
 NEURON_TAINT_KEY = "aws.amazon.com/neuron"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+# Our node label for a node's logical NeuronCore config on Trn2/Trn3. Neuron documents no such label (LNC is set
+# per node by launch-template UserData writing /opt/aws/neuron/logical_nc_config, aws-neuron-sdk
+# deploy/eks/prerequisites.rst), so platform teams label their LNC=1 node groups with it; unlabelled nodes are
+# taken to run the instance type's default.
+LNC_NODE_LABEL = f"{API_GROUP}/lnc"

@@ -220,7 +220,7 @@ def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config
     from .compile_inputs import compile_spec_for, extra_args_split  # local: compile_inputs imports the api models
     from .validation import resolve_stack
 
-    instance = catalog.get(spec.instance_type)
+    instance = catalog.instance_at(spec.instance_type, spec.logical_neuron_core_config)
     stack_id = resolve_stack(spec, instance, config)
     stack = PROFILES[stack_id]
     compile_spec = compile_spec_for(spec, catalog, stack_id)

@@ -89,9 +89,22 @@ def _check_stack(spec: NeuronInferenceServiceSpec, instance: InstanceType,
     return problems, stack
 
 
+def _other_lnc_hint(instance: InstanceType, per_node: int) -> str:
+    """Where the degree fits at the type's other LNC, say so: TP 128 on trn2 needs LNC=1."""
+    fits = [lnc for lnc in instance.lnc_options if lnc != instance.lnc
+            and per_node in per_node_tp_choices(instance.at_lnc(lnc))]
+    return "".join(f"; at spec.logicalNeuronCoreConfig: {lnc} it fits" for lnc in fits)
+
+
 def _check_parallelism(spec: NeuronInferenceServiceSpec, catalog: Catalog) -> list[Problem]:
     tp, nodes = spec.tensor_parallel_size, spec.nodes_per_replica
-    instance = catalog.get(spec.instance_type)
+    base = catalog.get(spec.instance_type)
+    if spec.logical_neuron_core_config is not None and spec.logical_neuron_core_config not in (
+            base.lnc_options or (base.lnc,)):
+        return [Problem("spec.logicalNeuronCoreConfig", Reason.INVALID_TENSOR_PARALLEL_SIZE,
+                        f"spec.logicalNeuronCoreConfig: {base.name} supports LNC "
+                        f"{', '.join(map(str, base.lnc_options or (base.lnc,)))}; leave it unset for the default")]
+    instance = base.at_lnc(spec.logical_neuron_core_config)
     problems = []
     if nodes > 1 and instance.efa == 0:
         with_efa = [name for name, it in catalog.instance_types.items() if it.efa > 0]
@@ -127,7 +140,7 @@ def _check_parallelism(spec: NeuronInferenceServiceSpec, catalog: Catalog) -> li
                 f"nodesPerReplica {nodes}) is not supported on {instance.name} ({instance.logical_cores} NeuronCores "
                 f"at LNC={instance.lnc}, family {instance.family} degrees "
                 f"{', '.join(str(d) for d in instance.tp_degrees)}); allowed per-node values: {allowed} "
-                f"(tensorParallelSize {totals} with nodesPerReplica {nodes})",
+                f"(tensorParallelSize {totals} with nodesPerReplica {nodes}){_other_lnc_hint(instance, per_node)}",
             )
         )
         return problems

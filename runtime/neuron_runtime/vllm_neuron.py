@@ -300,6 +300,7 @@ def compile_env(
         profile.env_parallel_compile_workers: str(max(1, workers)),
         profile.env_compilation_timeout: str(timeout_seconds),
         profile.env_cache_lock_timeout: str(timeout_seconds),
+        profile.env_logical_nc_config: str(spec.lnc),
     }
     if remote_cache is not None:
         env[profile.env_remote_cache] = remote_cache
@@ -327,6 +328,7 @@ def prometheus_dir(cache_root: str) -> str:
 
 def serve_env(
     profile: PluginStackProfile,
+    spec: CompileSpec,
     *,
     remote_cache: str,
     cache_root: str,
@@ -344,6 +346,7 @@ def serve_env(
         profile.env_engine_ready_timeout: str(startup_timeout_seconds),
         profile.env_cache_lock_timeout: str(startup_timeout_seconds),
         profile.env_prometheus_dir: prometheus_dir,
+        profile.env_logical_nc_config: str(spec.lnc),  # must equal the compile's
     }
 
 

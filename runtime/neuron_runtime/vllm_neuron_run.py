@@ -350,7 +350,7 @@ def serve_plan(contract: Contract, env: Mapping[str, str], artifact_dir: str, se
     profile = _profile(contract)
     cache_root = engine_cache_root(env)
     forced = vllm_neuron.serve_env(
-        profile, remote_cache=artifact_dir, cache_root=cache_root,
+        profile, contract.spec, remote_cache=artifact_dir, cache_root=cache_root,
         prometheus_dir=vllm_neuron.prometheus_dir(cache_root),
         startup_timeout_seconds=serve_config.startup_timeout_seconds)
     argv = vllm_neuron.server_argv(contract.spec, serve_config, profile, model_path=model_path,

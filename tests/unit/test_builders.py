@@ -5,6 +5,7 @@ Regenerate after an intended change with: UPDATE_GOLDEN=1 python -m pytest tests
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -14,6 +15,8 @@ import yaml
 from neuron_operator.api.spec import parse_spec
 from neuron_operator.builders import (build_compile_job, build_pod_disruption_budget, build_service,
                                       build_serving_deployment)
+from neuron_operator import constants as C
+from neuron_operator.builders.multinode import build_group_statefulset
 from neuron_operator.catalog import load_catalog
 from neuron_operator.config import OperatorConfig
 from neuron_operator.plan import ArtifactStore, plan_for
@@ -145,3 +148,55 @@ def test_multinode_ranks_share_one_leader_and_request_whole_nodes():
     affinity = sts["spec"]["template"]["spec"]["affinity"]
     assert affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == \
         "eks.amazonaws.com/nodegroup"
+
+
+# --- logical NeuronCore config: pods go only to nodes at the LNC the artifact was compiled for ---------------------
+
+
+def _node_affinity_expressions(pod_spec: dict) -> list[dict]:
+    terms = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 1
+    return terms[0]["matchExpressions"]
+
+
+def _trn2(**extra) -> dict:
+    return {"model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"}, "instanceType": "trn2.48xlarge",
+            "tensorParallelSize": 64, "artifacts": {"pvc": {"claimName": "neuron-artifacts"}}, **extra}
+
+
+def test_default_lnc_avoids_nodes_labelled_with_the_other_lnc():
+    plan = plan_from(_trn2())
+    pod = build_serving_deployment(plan)["spec"]["template"]["spec"]
+    assert _node_affinity_expressions(pod) == [{"key": C.LNC_NODE_LABEL, "operator": "NotIn", "values": ["1"]}]
+    assert plan.devices_per_pod == 16  # 64 logical cores at LNC=2
+
+
+def test_lnc1_needs_nodes_labelled_lnc1_and_counts_physical_cores():
+    plan = plan_from(_trn2(tensorParallelSize=128, logicalNeuronCoreConfig=1))
+    assert plan.devices_per_pod == 16 and plan.compile_spec.lnc == 1
+    pod = build_serving_deployment(plan)["spec"]["template"]["spec"]
+    assert _node_affinity_expressions(pod) == [{"key": C.LNC_NODE_LABEL, "operator": "In", "values": ["1"]}]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert json.loads(env[C.ENV_COMPILE_SPEC])["lnc"] == 1
+    # half the devices at LNC=1 for the same degree: 64 ranks on 8 devices of 8 physical cores
+    assert plan_from(_trn2(logicalNeuronCoreConfig=1)).devices_per_pod == 8
+
+
+def test_lnc_is_a_compile_input():
+    assert plan_from(_trn2(logicalNeuronCoreConfig=1)).key != plan_from(_trn2()).key
+    assert plan_from(_trn2(logicalNeuronCoreConfig=2)).key == plan_from(_trn2()).key  # the default, said explicitly
+
+
+def test_single_lnc_types_get_no_node_affinity():
+    pod = build_serving_deployment(plan_from(example_spec()))["spec"]["template"]["spec"]
+    assert "affinity" not in pod
+
+
+def test_multinode_merges_lnc_node_affinity_with_one_pod_per_node():
+    plan = plan_from(_trn2(tensorParallelSize=128, nodesPerReplica=2))
+    sts = build_group_statefulset(plan, 0)
+    affinity = sts["spec"]["template"]["spec"]["affinity"]
+    assert set(affinity) == {"nodeAffinity", "podAntiAffinity"}
+    assert not plan.compile_placement.on_cpu  # the 2.23 stack compiles on the target nodes, so at their LNC too
+    job_affinity = build_compile_job(plan)["spec"]["template"]["spec"]["affinity"]
+    assert set(job_affinity) == {"nodeAffinity", "podAntiAffinity"}

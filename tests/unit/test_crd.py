@@ -513,11 +513,20 @@ def test_tp_rules_agree_with_validation_for_every_combination():
     catalog = load_catalog()
     family_degrees = {d for degrees in catalog.tp_degrees.values() for d in degrees}
     per_node_degrees = sorted(family_degrees | {3, 5, 6, 12, 48, 65, 128})
-    for name in catalog.instance_types:
-        for nodes in (1, 2):
-            totals = [d * nodes for d in per_node_degrees] + ([nodes * 8 + 1] if nodes > 1 else [])
-            for tp in totals:
-                raw = base(instanceType=name, tensorParallelSize=tp, nodesPerReplica=nodes)
-                cel_ok = not cel_failures(raw)
-                problems = validate(parse_spec(raw), catalog, NO_DEFAULTS)
-                assert cel_ok == (not problems), (name, tp, nodes, cel_failures(raw), problems)
+    per_node_degrees.append(256)
+    for name, instance in catalog.instance_types.items():
+        # every LNC where there is a choice; elsewhere the explicit values once (the only one passes, 2 is rejected)
+        if not instance.lnc_configurable:
+            for lnc in (1, 2):
+                raw = {**base(instanceType=name, tensorParallelSize=1), "logicalNeuronCoreConfig": lnc}
+                assert (not cel_failures(raw)) == (not validate(parse_spec(raw), catalog, NO_DEFAULTS)) == (lnc == 1)
+        for lnc in (None, 1, 2) if instance.lnc_configurable else (None,):
+            for nodes in (1, 2):
+                totals = [d * nodes for d in per_node_degrees] + ([nodes * 8 + 1] if nodes > 1 else [])
+                for tp in totals:
+                    raw = base(instanceType=name, tensorParallelSize=tp, nodesPerReplica=nodes)
+                    if lnc is not None:
+                        raw["logicalNeuronCoreConfig"] = lnc
+                    cel_ok = not cel_failures(raw)
+                    problems = validate(parse_spec(raw), catalog, NO_DEFAULTS)
+                    assert cel_ok == (not problems), (name, lnc, tp, nodes, cel_failures(raw), problems)

@@ -102,6 +102,23 @@ def test_tp_on_trn2_counts_logical_cores_at_lnc2():
     assert "allowed per-node values: 1, 2, 4, 8, 16, 32, 64" in p.message
 
 
+def test_tp_128_on_trn2_points_at_lnc1_and_fits_there():
+    p = only_problem(spec(instanceType="trn2.48xlarge", tensorParallelSize=128))
+    assert "at spec.logicalNeuronCoreConfig: 1 it fits" in p.message
+    assert problems_of(spec(instanceType="trn2.48xlarge", tensorParallelSize=128, logicalNeuronCoreConfig=1)) == []
+
+
+def test_lnc1_on_trn2_counts_128_cores():
+    p = only_problem(spec(instanceType="trn2.48xlarge", tensorParallelSize=256, logicalNeuronCoreConfig=1))
+    assert "trn2.48xlarge (128 NeuronCores at LNC=1" in p.message
+
+
+def test_lnc2_only_where_configurable():
+    p = only_problem(spec(logicalNeuronCoreConfig=2))  # trn1.32xlarge
+    assert p.field == "spec.logicalNeuronCoreConfig" and "trn1.32xlarge supports LNC 1" in p.message
+    assert problems_of(spec(logicalNeuronCoreConfig=1)) == []  # trn1's only LNC, said explicitly
+
+
 def test_multi_node_message_gives_per_node_and_total_values():
     p = only_problem(spec(tensorParallelSize=8, nodesPerReplica=2))
     assert "per-node tensor-parallel degree 4 (tensorParallelSize 8 / nodesPerReplica 2)" in p.message

@@ -769,24 +769,43 @@ def _spec_rules() -> list[dict[str, str]]:
             "fieldPath": ".tensorParallelSize",
         }
     ]
-    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    # Per instance-type group: the per-node degrees that fit at each LNC the type supports (its default first).
+    groups: dict[tuple[str, int, tuple[tuple[int, tuple[int, ...]], ...]], list[str]] = {}
     for name, instance in _catalog.instance_types.items():
-        groups.setdefault((instance.family, per_node_tp_choices(instance)), []).append(name)
-    for (_family, choices), names in groups.items():
+        options = (instance.lnc, *[o for o in instance.lnc_options if o != instance.lnc])
+        by_lnc = tuple((lnc, per_node_tp_choices(instance.at_lnc(lnc))) for lnc in options)
+        groups.setdefault((instance.family, instance.lnc, by_lnc), []).append(name)
+    for (_family, default_lnc, by_lnc), names in groups.items():
+        per_node = "(self.tensorParallelSize / self.nodesPerReplica)"
+        if len(by_lnc) == 1:
+            allowed = f"{per_node} in {_cel_int_list(by_lnc[0][1])}"
+            said = _join(by_lnc[0][1])
+        else:
+            lnc = f"(has(self.logicalNeuronCoreConfig) ? self.logicalNeuronCoreConfig : {default_lnc})"
+            allowed = " || ".join(f"({lnc} == {value} && {per_node} in {_cel_int_list(choices)})"
+                                  for value, choices in by_lnc)
+            said = "; ".join(f"at LNC={value}: {_join(choices)}" for value, choices in by_lnc)
         rules.append(
             {
                 "rule": (
                     f"!(self.instanceType in {_cel_str_list(names)}) || self.nodesPerReplica < 1 || "
-                    "self.tensorParallelSize % self.nodesPerReplica != 0 || "
-                    f"(self.tensorParallelSize / self.nodesPerReplica) in {_cel_int_list(choices)}"
+                    f"self.tensorParallelSize % self.nodesPerReplica != 0 || ({allowed})"
                 ),
                 "message": (
                     "spec.tensorParallelSize: per-node tensor-parallel degree (tensorParallelSize / nodesPerReplica) "
-                    f"on {', '.join(names)} must be one of {_join(choices)}"
+                    f"on {', '.join(names)} must be one of {said}"
                 ),
                 "fieldPath": ".tensorParallelSize",
             }
         )
+    configurable = [n for n, it in _catalog.instance_types.items() if it.lnc_configurable]
+    rules.append({
+        "rule": (f"!has(self.logicalNeuronCoreConfig) || self.logicalNeuronCoreConfig == 1 || "
+                 f"self.instanceType in {_cel_str_list(configurable)}"),
+        "message": (f"spec.logicalNeuronCoreConfig: LNC=2 exists only on {', '.join(configurable)}; other instance "
+                    "types have one NeuronCore per logical core (leave it unset)"),
+        "fieldPath": ".logicalNeuronCoreConfig",
+    })
     efa_types = [name for name, it in _catalog.instance_types.items() if it.efa > 0]
     no_efa_types = [name for name, it in _catalog.instance_types.items() if it.efa == 0]
     rules += [
@@ -839,6 +858,16 @@ class NeuronInferenceServiceSpec(SpecModel):
         ),
         ge=1,
         le=4096,
+    )
+    logical_neuron_core_config: Literal[1, 2] | None = Field(
+        None,
+        description=(
+            "Logical NeuronCore config (LNC): physical NeuronCores per logical core. Trn2/Trn3 default to 2 (e.g. "
+            "64 logical cores on trn2.48xlarge) and may run at 1 (128); other types are always 1. On EKS it is a "
+            "node setting (the node group's launch template writes /opt/aws/neuron/logical_nc_config), so pods go "
+            "only to nodes labelled inference.neuron-operator.io/lnc with this value, or to unlabelled nodes when "
+            "it is the instance type's default. Default: the instance type's default. A compile input."
+        ),
     )
     nodes_per_replica: int = Field(
         1,

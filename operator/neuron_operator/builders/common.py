@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from neuron_runtime import vllm_neuron
 
 from .. import constants as C
+from ..catalog import InstanceType
 from ..plan import ServicePlan
 
 
@@ -93,7 +94,7 @@ def stack_serve_env(plan: ServicePlan, artifact_dir: str) -> dict[str, str]:
     profile = plan.plugin_stack
     assert profile is not None
     return vllm_neuron.serve_env(
-        profile, remote_cache=artifact_dir, cache_root=C.ENGINE_CACHE_DIR,
+        profile, plan.compile_spec, remote_cache=artifact_dir, cache_root=C.ENGINE_CACHE_DIR,
         prometheus_dir=vllm_neuron.prometheus_dir(C.ENGINE_CACHE_DIR),
         startup_timeout_seconds=plan.startup_timeout_seconds)
 
@@ -123,14 +124,44 @@ def neuron_resources(plan: ServicePlan, base: dict[str, dict[str, Any]]) -> dict
     return out
 
 
+def lnc_node_affinity(instance: InstanceType) -> dict[str, Any] | None:
+    """Nodes whose LNC matches ``instance``'s (compiled graphs run only at their compile-time LNC): labelled with
+    it, or, for the type's default, also unlabelled. None where the type has one LNC only."""
+    if not instance.lnc_configurable:
+        return None
+    if instance.lnc == instance.default_lnc:
+        others = [str(v) for v in instance.lnc_options if v != instance.lnc]
+        expression = {"key": C.LNC_NODE_LABEL, "operator": "NotIn", "values": others}  # NotIn matches unlabelled
+    else:
+        expression = {"key": C.LNC_NODE_LABEL, "operator": "In", "values": [str(instance.lnc)]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [expression]}]}}}
+
+
+def merge_affinity(*parts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One pod affinity from disjoint parts (node affinity, pod (anti-)affinity); a later part never replaces an
+    earlier kind silently."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for kind, value in (part or {}).items():
+            if kind in out:
+                raise ValueError(f"affinity {kind} given twice")
+            out[kind] = value
+    return out
+
+
 def placement(plan: ServicePlan) -> dict[str, Any]:
-    """nodeSelector on the instance type, the Neuron taint toleration, and the user's additions."""
+    """nodeSelector on the instance type, the LNC node affinity, the Neuron taint toleration, and the user's
+    additions."""
     tolerations = [{"key": C.NEURON_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
     tolerations += [dict(t) for t in plan.tolerations if t != tolerations[0]]
     spec: dict[str, Any] = {
         "nodeSelector": {**plan.node_selector, C.INSTANCE_TYPE_LABEL: plan.instance.name},
         "tolerations": tolerations,
     }
+    lnc = lnc_node_affinity(plan.instance)
+    if lnc:
+        spec["affinity"] = lnc
     if plan.scheduler_name:
         spec["schedulerName"] = plan.scheduler_name
     if plan.service_account_name:

@@ -61,9 +61,10 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
         # completion index, env JOB_COMPLETION_INDEX) compiles/shards into <key>/rank-<r>/ (runtime contract).
         job_spec.update(completionMode="Indexed", completions=plan.nodes_per_replica,
                         parallelism=plan.nodes_per_replica)
-        pod_spec["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-            "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": name}},
-            "topologyKey": "kubernetes.io/hostname"}]}}
+        pod_spec["affinity"] = common.merge_affinity(pod_spec.get("affinity"), {"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": name}},
+                "topologyKey": "kubernetes.io/hostname"}]}})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

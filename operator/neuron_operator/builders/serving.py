@@ -61,8 +61,9 @@ def serving_pod_template(plan: ServicePlan, extra_labels: dict[str, str] | None 
         "securityContext": common.container_security_context(),
     }
     spec: dict[str, Any] = {**common.placement(plan)}
-    if affinity:
-        spec["affinity"] = affinity
+    merged = common.merge_affinity(spec.get("affinity"), affinity)
+    if merged:
+        spec["affinity"] = merged
     return {
         "metadata": {"labels": labels, "annotations": dict(plan.pod_annotations)},
         "spec": {

@@ -77,6 +77,7 @@ class PluginStackProfile(Stack):
     env_compilation_timeout: str
     env_engine_ready_timeout: str
     env_prometheus_dir: str
+    env_logical_nc_config: str
     # Variables the runtime removes from the engine's environment: they belong to the previous stack, or would let
     # the engine compile or bypass the cache we verified.
     removed_env: Tuple[str, ...]
@@ -197,6 +198,10 @@ NEURON_2_32_VLLM_NEURON_0_24 = PluginStackProfile(
     env_compilation_timeout="VLLM_NEURON_COMPILATION_TIMEOUT",  # tutorials/tutorial-gpt-oss.md
     env_engine_ready_timeout="VLLM_ENGINE_READY_TIMEOUT_S",  # tutorials/tutorial-di-1p1d-xpyd.md
     env_prometheus_dir="PROMETHEUS_MULTIPROC_DIR",  # design/vllm/metrics.md: wipe between restarts
+    # about-neuron/arch/neuron-features/logical-neuroncore-config.rst "Compiler and runtime settings": the runtime
+    # env var sets the LNC and compiled graphs must match it. Set on compile and serve so a node's own
+    # /opt/aws/neuron/logical_nc_config never disagrees with the compiled artifact.
+    env_logical_nc_config="NEURON_LOGICAL_NC_CONFIG",
     removed_env=(
         "VLLM_NEURON_FRAMEWORK",  # migration guide: "No VLLM_NEURON_FRAMEWORK environment variable needed"
         # features-guide.md: an empty NEURON_COMPILED_ARTIFACTS path "is compiled and saved there": a compile path
@@ -230,7 +235,7 @@ NEURON_2_32_VLLM_NEURON_0_24 = PluginStackProfile(
             "seq_len": "spec.engine.maxModelLen",
             "max_context_length": "spec.engine.maxModelLen",
             "torch_dtype": "spec.engine.dtype",
-            "logical_nc_config": "nothing: the LNC comes from the instance type",
+            "logical_nc_config": "spec.logicalNeuronCoreConfig",
             "lora_modules": "nothing: this stack has no LoRA",
             "speculation_length": "spec.speculativeDecoding.numSpeculativeTokens",
             # migration-nxdi-to-vllm-neuron.md step 2: "context_encoding_buckets maps to num_batched_tokens_buckets"

@@ -124,6 +124,7 @@ def test_serve_dry_run_is_cache_hit_only(plugin_spec, plugin_env):
         "VLLM_ENGINE_READY_TIMEOUT_S": "900",  # spec.runtime.startupTimeoutSeconds through the serve config
         "NEURON_LIBTORCH_COMPILATION_TIMEOUT": "900",
         "PROMETHEUS_MULTIPROC_DIR": os.path.join(env[constants.ENV_ENGINE_CACHE], "prometheus-multiproc"),
+        "NEURON_LOGICAL_NC_CONFIG": "2",  # the compile's LNC, whatever the node's file says
     }
     # the previous stack's variables, and the ones that would let the engine compile, are removed
     assert {"VLLM_NEURON_FRAMEWORK", "NEURON_COMPILED_ARTIFACTS"} <= set(plan["env"]["unset"])
