@@ -25,11 +25,29 @@ JOB_FAILED = "Failed"
 
 
 @dataclass(frozen=True)
+class CompileResult:
+    """A compile Job that finished (Complete or Failed), with its timing read from the Job's own status."""
+
+    job_name: str
+    outcome: str  # CompileOutcome.*
+    key: Optional[str] = None  # the Job's artifact-key label
+    duration_seconds: Optional[int] = None  # status.startTime to completionTime (or the Failed condition's time)
+    finished_at: Optional[str] = None  # RFC 3339, as the Job controller wrote it
+
+    def as_status(self) -> dict[str, Any]:
+        """The status.lastCompile document (absent values left out, as the status model renders them)."""
+        doc = {"job": self.job_name, "key": self.key, "outcome": self.outcome,
+               "durationSeconds": self.duration_seconds, "finishedAt": self.finished_at}
+        return {k: v for k, v in doc.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class CompileObservation:
     job_name: str
     state: str  # JOB_*
     attempts: int = 0
     failure: str = ""  # e.g. "OOMKilled (exit 137): <termination message>"
+    finished: Optional[CompileResult] = None  # set once the Job has its terminal condition
 
 
 @dataclass(frozen=True)
@@ -110,7 +128,7 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
         cond(T.COMPILED, S.UNKNOWN, first.reason, "the spec is invalid; nothing was compiled for it")
         _serving_conditions(cond, serving, desired, serving_available, compiled_current=False, key=None)
         status["phase"] = Phase.DEGRADED if serving_some else Phase.FAILED
-        return _finish(status, conditions, inputs, serving)
+        return _finish(status, conditions, inputs, serving, prev)
 
     compile_ = inputs.compile
     compiled = compile_ is not None and compile_.state == JOB_SUCCEEDED
@@ -169,7 +187,7 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
         status["phase"] = Phase.DEGRADED
     else:
         status["phase"] = Phase.DEPLOYING
-    return _finish(status, conditions, inputs, serving)
+    return _finish(status, conditions, inputs, serving, prev)
 
 
 def _runtime_failure_message(failure: RuntimeFailure, inputs: StatusInputs,
@@ -222,7 +240,7 @@ def _serving_conditions(cond, serving: ServingObservation, desired: int, serving
 
 
 def _finish(status: dict[str, Any], conditions: list[dict[str, Any]], inputs: StatusInputs,
-            serving: ServingObservation) -> dict[str, Any]:
+            serving: ServingObservation, previous: dict[str, Any]) -> dict[str, Any]:
     status["conditions"] = _ordered(conditions)
     if inputs.key:
         status["artifact"] = {"key": inputs.key, "location": inputs.artifact_location, "stack": inputs.stack}
@@ -230,6 +248,12 @@ def _finish(status: dict[str, Any], conditions: list[dict[str, Any]], inputs: St
         status["servingArtifact"] = {"key": serving.artifact_key}
     if inputs.compile:
         status["compileJob"] = inputs.compile.job_name
+    # The current key's Job once it finished; until then (a newer compile runs, or the spec is invalid) the last
+    # one reported, so the outcome and duration of the previous compile stay visible.
+    if inputs.compile and inputs.compile.finished:
+        status["lastCompile"] = inputs.compile.finished.as_status()
+    elif previous.get("lastCompile"):
+        status["lastCompile"] = previous["lastCompile"]
     if inputs.endpoint:
         status["endpoint"] = inputs.endpoint
     status["replicas"] = serving.desired if serving.exists else 0

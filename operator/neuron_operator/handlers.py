@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import kopf
 
 from . import constants as C
 from . import metrics
+from .api.status import CompileOutcome, ConditionStatus, ConditionType
 from .cache import DEPLOYMENT, JOB, JOB_NAME_LABEL, KINDS, PDB, POD, SERVICE, SERVICE_OBJECT, STATEFULSET, ObjectCache
 from .catalog import load_catalog
 from .config import OperatorConfig, has_namespace_patterns, namespace_watched
 from .kube import ApiError, KubeClient
+from .observe import compile_finished
 from .reconcile import Reconciler, RetryLater
 from .workqueue import RetryableError, WorkQueue
 
@@ -48,9 +50,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # We post our own Events on meaningful transitions; kopf's per-handler log events would be noise.
     settings.posting.enabled = False
     settings.execution.max_workers = 8
-    # One INFO line per watch event ("Handler 'service_event' succeeded") is noise at any scale: kopf's per-object
-    # log keeps warnings and errors; our own log says what changed (transitions, errors).
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    quiet_per_event_logs()
 
     config = OperatorConfig.from_env()
     client = KubeClient(observer=metrics.observe_api_request)
@@ -74,14 +74,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
                 raise
         if result.compile_started:
             metrics.COMPILE_JOBS.labels(outcome="created").inc()
-        if result.phase and result.phase != _state["phases"].get(key):
-            log.info("%s/%s: phase %s", key[0], key[1], result.phase)
-        _state["phases"][key] = result.phase
+        log_transitions(key, result.phase, cache)
         if result.requeue_after:
             _state["queue"].enqueue(key, delay=result.requeue_after)
 
     queue = WorkQueue(run_pass, workers=int(os.environ.get("NEURON_OPERATOR_WORKERS", "4")))
-    _state.update(queue=queue, client=client, cache=cache, config=config, reconciler=reconciler, phases={})
+    _state.update(queue=queue, client=client, cache=cache, config=config, reconciler=reconciler, phases={},
+                  stalled={})
     queue.start()
     for namespace, name in cache.keys(SERVICE):
         if _watched(config, namespace):
@@ -89,6 +88,39 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     _state["resync"] = loop.create_task(_resync_forever(cache, config, queue))
+
+
+def quiet_per_event_logs() -> None:
+    """Keep the log to transitions and errors: kopf's per-object logger writes one INFO line per watch event
+    ("Handler 'service_event' succeeded"), aiohttp one per liveness probe. Their warnings and errors stay; with
+    --verbose (root logger at DEBUG) everything stays, for tracing."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        for name in ("kopf.objects", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def log_transitions(key: tuple[str, str], phase: Optional[str], cache: ObjectCache) -> None:
+    """Log a service's phase when it changes and its Stalled condition when it turns True, changes reason or
+    clears: once per transition (and once per service after a restart), never once per pass.
+
+    The status is read from the cache: the executor puts the written status there, and an unwritten one equals
+    what the cache holds."""
+    namespace, name = key
+    phases: dict = _state.setdefault("phases", {})
+    if phase and phase != phases.get(key):
+        log.info("%s/%s: phase %s", namespace, name, phase)
+    phases[key] = phase
+    service = cache.get(SERVICE, namespace, name)
+    stalled = next((c for c in ((service or {}).get("status") or {}).get("conditions") or []
+                    if c.get("type") == ConditionType.STALLED), None)
+    reason = stalled.get("reason") if stalled and stalled.get("status") == ConditionStatus.TRUE else None
+    seen: dict = _state.setdefault("stalled", {})
+    if reason and reason != seen.get(key):
+        log.warning("%s/%s: stalled (%s): %s", namespace, name, reason, stalled.get("message", ""))
+    elif reason is None and seen.get(key):
+        log.info("%s/%s: no longer stalled", namespace, name)
+    if service is not None:
+        seen[key] = reason
 
 
 @kopf.on.cleanup()
@@ -183,6 +215,7 @@ def service_event(type: Optional[str], body: kopf.Body, name: str, namespace: st
     _remember(SERVICE, type, body)
     if type == "DELETED":
         _state.get("phases", {}).pop((namespace, name), None)
+        _state.get("stalled", {}).pop((namespace, name), None)
         _publish_phase_counts()
         return
     _enqueue(namespace, name)
@@ -228,16 +261,30 @@ def pod_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: 
             _enqueue_owners(job)
 
 
-_JOB_OUTCOMES = {"Complete": "succeeded", "Failed": "failed"}
-
-
 @kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, C.LABEL_COMPONENT: C.COMPONENT_COMPILE})
 def job_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    # Count each Job's terminal outcome once per operator process (a restart recounts finished Jobs once).
-    seen: set = _state.setdefault("job_outcomes", set())
-    for cond in (body.get("status") or {}).get("conditions") or []:
-        outcome = _JOB_OUTCOMES.get(cond.get("type"))
-        if outcome and cond.get("status") == "True" and (body["metadata"]["uid"], outcome) not in seen:
-            seen.add((body["metadata"]["uid"], outcome))
-            metrics.COMPILE_JOBS.labels(outcome=outcome).inc()
+    report_compile_outcome(type, body)
     _child_event(JOB, type, body)
+
+
+def report_compile_outcome(type_: Optional[str], job: Mapping[str, Any]) -> None:
+    """Count, time and log each compile Job's outcome once per operator process (a restart reports the finished
+    Jobs it lists once more), from the same reading of the Job that status.lastCompile shows."""
+    seen: set = _state.setdefault("job_outcomes", set())
+    uid = job["metadata"].get("uid")
+    if type_ == "DELETED":
+        seen.discard(uid)  # a deleted Job never comes back under its uid
+        return
+    result = compile_finished(job)
+    if result is None or uid in seen:
+        return
+    seen.add(uid)
+    metrics.observe_compile_finished(result.outcome.lower(), result.duration_seconds)
+    took = f" in {result.duration_seconds}s" if result.duration_seconds is not None else ""
+    where = f"{job['metadata'].get('namespace')}/{result.job_name}"
+    if result.outcome == CompileOutcome.SUCCEEDED:
+        log.info("compile Job %s succeeded%s (artifact %s)", where, took, result.key)
+    else:
+        failed = next((c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"), {})
+        log.warning("compile Job %s failed%s (artifact %s): %s: %s", where, took, result.key,
+                    failed.get("reason", ""), failed.get("message", ""))

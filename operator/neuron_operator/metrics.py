@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from .api.status import Phase
@@ -17,6 +19,12 @@ RECONCILE_ERRORS = Counter(
 COMPILE_JOBS = Counter(
     "neuron_operator_compile_jobs_total", "Compile Jobs by outcome (created, succeeded, failed).",
     ["outcome"], registry=REGISTRY)
+# Compiles take minutes to hours (a 405B model on trn1 well over one); the last bucket is the default Job deadline.
+COMPILE_DURATION = Histogram(
+    "neuron_operator_compile_duration_seconds",
+    "Duration of finished compile Jobs (start to completion or failure), by outcome (succeeded, failed).",
+    ["outcome"], buckets=(30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400),
+    registry=REGISTRY)
 SERVICES = Gauge(
     "neuron_operator_services", "NeuronInferenceServices by phase.", ["phase"], registry=REGISTRY)
 API_REQUESTS = Counter(
@@ -33,6 +41,13 @@ for _phase in Phase.ALL:
 def observe_api_request(verb: str, kind: str, code: int, seconds: float) -> None:
     API_REQUESTS.labels(verb=verb, code=str(code)).inc()
     API_REQUEST_DURATION.labels(verb=verb).observe(seconds)
+
+
+def observe_compile_finished(outcome: str, duration_seconds: Optional[float]) -> None:
+    """One finished compile Job: counted by outcome, and its duration observed when the Job reports one."""
+    COMPILE_JOBS.labels(outcome=outcome).inc()
+    if duration_seconds is not None:
+        COMPILE_DURATION.labels(outcome=outcome).observe(duration_seconds)
 
 
 def set_phase_counts(counts: dict[str, int]) -> None:

@@ -3,14 +3,16 @@ out (the objects come from the watch cache, see snapshot.py)."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Iterable, Mapping, Optional
 
 from neuron_runtime import constants as runtime_constants
 from neuron_runtime.compile_spec import CompileSpec
 
 from . import constants as C
+from .api.status import CompileOutcome
 from .conditions import (JOB_FAILED, JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, CompileObservation,
-                         RuntimeFailure, ServingObservation)
+                         CompileResult, RuntimeFailure, ServingObservation)
 from .plan import compile_spec_from_annotation
 
 Obj = Mapping[str, Any]
@@ -26,6 +28,42 @@ def _job_condition(job: Obj, type_: str) -> Optional[Obj]:
         if cond.get("type") == type_ and cond.get("status") == "True":
             return cond
     return None
+
+
+def _parse_time(value: Any) -> Optional[datetime.datetime]:
+    """An RFC 3339 timestamp as the API server writes it ("2026-12-01T00:00:00Z"), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))  # 3.10's fromisoformat lacks "Z"
+    except ValueError:
+        return None
+
+
+def compile_finished(job: Obj) -> Optional[CompileResult]:
+    """The outcome and timing of a compile Job that has its terminal condition (Complete or Failed), else None.
+
+    Read from the Job alone (its conditions, status.startTime, status.completionTime), so every pass and every
+    operator process computes the same result: status.lastCompile never changes while the Job does not, and the
+    compile-duration metric observes the same value the status shows. The interim conditions (SuccessCriteriaMet,
+    FailureTarget) do not count: completionTime is only set with Complete.
+    """
+    status = job.get("status") or {}
+    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    if complete is None and failed is None:
+        return None
+    meta = job.get("metadata") or {}
+    if complete is not None:
+        outcome = CompileOutcome.SUCCEEDED
+        finished_at = status.get("completionTime") or complete.get("lastTransitionTime")
+    else:
+        outcome, finished_at = CompileOutcome.FAILED, failed.get("lastTransitionTime")
+    started = _parse_time(status.get("startTime") or meta.get("creationTimestamp"))
+    finished = _parse_time(finished_at)
+    duration = max(0, round((finished - started).total_seconds())) if started and finished else None
+    return CompileResult(job_name=meta.get("name", ""), outcome=outcome,
+                         key=(meta.get("labels") or {}).get(C.LABEL_ARTIFACT_KEY), duration_seconds=duration,
+                         finished_at=finished_at if finished else None)
 
 
 def describe_pod_failure(pod: Obj) -> str:
@@ -58,15 +96,16 @@ def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> C
     status = job.get("status") or {}
     failed_pods = int(status.get("failed") or 0)
     attempts = failed_pods + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
+    finished = compile_finished(job)
     if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
-        return CompileObservation(job_name=job_name, state=JOB_SUCCEEDED, attempts=attempts)
+        return CompileObservation(job_name=job_name, state=JOB_SUCCEEDED, attempts=attempts, finished=finished)
     failure = _latest_pod_failure(pods) if failed_pods else ""
     failed_cond = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
     if failed_cond:
         if failed_cond.get("reason") == "DeadlineExceeded":
             failure = f"deadline of {job['spec'].get('activeDeadlineSeconds')}s exceeded" + (f"; last: {failure}" if failure else "")
         return CompileObservation(job_name=job_name, state=JOB_FAILED, attempts=failed_pods,
-                                  failure=failure or failed_cond.get("message", "Job failed"))
+                                  failure=failure or failed_cond.get("message", "Job failed"), finished=finished)
     state = JOB_RUNNING if int(status.get("ready") or 0) > 0 else JOB_PENDING
     detail = f"retrying after: {failure}" if failure else ""
     if state == JOB_PENDING:

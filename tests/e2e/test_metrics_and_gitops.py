@@ -69,6 +69,13 @@ def test_metrics_follow_a_service_to_ready(namespace, artifact_store, operator):
     nis.apply(namespace, nis.service("metered"))
     nis.wait_ready(namespace, "metered")
     ready_after = time.monotonic() - started
+    ready = wait_until(lambda: (o := nis.get(namespace, "metered"))["status"].get("lastCompile") and o,
+                       timeout=30, message="status.lastCompile")
+    # The compile's outcome and duration, from the real Job controller's startTime/completionTime.
+    last = ready["status"]["lastCompile"]
+    assert (last["job"], last["key"], last["outcome"]) == (
+        ready["status"]["compileJob"], ready["status"]["artifact"]["key"], "Succeeded"), last
+    assert 0 <= last["durationSeconds"] <= ready_after + 1 and last["finishedAt"], last
 
     def counters_moved() -> Optional[Metrics]:
         m = scrape(port)
@@ -78,6 +85,8 @@ def test_metrics_follow_a_service_to_ready(namespace, artifact_store, operator):
                  >= before.value("neuron_operator_compile_jobs_total", outcome="created") + 1
                  and m.value("neuron_operator_compile_jobs_total", outcome="succeeded")
                  >= before.value("neuron_operator_compile_jobs_total", outcome="succeeded") + 1
+                 and m.value("neuron_operator_compile_duration_seconds_count", outcome="succeeded")
+                 >= before.value("neuron_operator_compile_duration_seconds_count", outcome="succeeded") + 1
                  and m.value("neuron_operator_api_requests_total", verb="apply")
                  > before.value("neuron_operator_api_requests_total", verb="apply"))
         return m if moved else None

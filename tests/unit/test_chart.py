@@ -171,6 +171,12 @@ def test_kube_version_gate():
         ({"compile": {"backoffLimit": -1}}, "/compile/backoffLimit"),
         ({"metrics": {"port": 0}}, "/metrics/port"),
         ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "/metrics/serviceMonitor/enabled"),
+        ({"metrics": {"podMonitor": {"enabled": "yes"}}}, "/metrics/podMonitor/enabled"),
+        ({"metrics": {"podMonitor": {"interval": "often"}}}, "/metrics/podMonitor/interval"),
+        ({"metrics": {"podMonitor": {"port": "http"}}}, "port"),
+        ({"metrics": {"dashboards": {"labels": {"grafana_dashboard": 1}}}}, "/metrics/dashboards/labels"),
+        ({"metrics": {"dashboards": {"labels": None}}}, "labels"),  # null deletes the key: the sidecar needs one
+        ({"metrics": {"dashboards": {"namespace": "Monitoring"}}}, "/metrics/dashboards/namespace"),
         ({"podSecurityContext": {"runAsUser": "65532"}}, "/podSecurityContext/runAsUser"),
     ],
 )
@@ -535,6 +541,69 @@ def test_service_monitor_rendered_when_enabled():
 def test_service_monitor_needs_the_metrics_service():
     error = render_error({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}})
     assert "metrics.service.enabled" in error
+
+
+def _serving_pod_templates() -> list[dict]:
+    """The pod templates of every serving workload in the builders' goldens (single- and multi-node)."""
+    templates = []
+    for golden in sorted((ROOT / "tests" / "unit" / "golden").glob("*-children.yaml")):
+        for doc in yaml.safe_load_all(golden.read_text(encoding="utf-8")):
+            if doc and doc["kind"] in ("Deployment", "StatefulSet"):
+                templates.append(doc["spec"]["template"])
+    assert {t["metadata"]["labels"].get("app.kubernetes.io/component") for t in templates} == {"serving"}
+    return templates
+
+
+def _prometheus_label(pod_label: str) -> str:
+    """The meta label Prometheus' Kubernetes discovery gives a pod label (non-alphanumerics become '_')."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)
+
+
+def test_pod_monitor_absent_by_default():
+    assert not of_kind(render(), "PodMonitor")
+
+
+def test_pod_monitor_scrapes_the_serving_pods_of_every_service():
+    from neuron_operator import constants as C
+
+    docs = render({"metrics": {"podMonitor": {"enabled": True, "interval": "30s", "scrapeTimeout": "10s",
+                                              "labels": {"release": "kube-prometheus-stack"}}}})
+    monitor = one(docs, "PodMonitor", f"{FULLNAME}-serving")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    assert spec["selector"] == {"matchLabels": {C.LABEL_MANAGED_BY: C.MANAGED_BY,
+                                                C.LABEL_COMPONENT: C.COMPONENT_SERVING}}
+    assert spec["namespaceSelector"] == {"any": True}  # services live in the users' namespaces
+    [endpoint] = spec["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"], endpoint["scrapeTimeout"]) == (
+        C.HTTP_PORT_NAME, "/metrics", "30s", "10s")
+    # What the operator builds matches: every serving pod carries the selector's labels and the named port.
+    for template in _serving_pod_templates():
+        assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+        ports = [p["name"] for c in template["spec"]["containers"] for p in c.get("ports") or []]
+        assert endpoint["port"] in ports
+    # Multi-node workers (StatefulSet pods 1..n) run no HTTP server: only index 0 and Deployment pods remain.
+    drop, nis = endpoint["relabelings"]
+    assert drop == {"sourceLabels": [_prometheus_label(C.LABEL_POD_INDEX)], "regex": "[1-9][0-9]*",
+                    "action": "drop"}
+    assert all(not re.fullmatch(drop["regex"], index) for index in ("0", "")) and re.fullmatch(drop["regex"], "12")
+    assert nis == {"sourceLabels": [_prometheus_label(C.LABEL_SERVICE)], "targetLabel": "nis"}
+
+
+def test_pod_monitor_follows_the_watched_namespaces():
+    docs = render({"watchNamespaces": ["team-a", "team-b"], "metrics": {"podMonitor": {"enabled": True}}})
+    assert one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert "scrapeTimeout" not in one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+
+
+def test_helm_lint_strict_with_every_monitoring_object():
+    values = {"watchNamespaces": ["team-a"], "metrics": {"serviceMonitor": {"enabled": True},
+                                                         "podMonitor": {"enabled": True},
+                                                         "dashboards": {"enabled": True}}}
+    proc = helm("lint", str(CHART), "--strict", "--namespace", NAMESPACE, values=values)
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
 
 
 # --- what users read ----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Status computation is a pure function of observations; these pin its decisions."""
 
+from neuron_operator.api.status import render_status
 from neuron_operator.conditions import (JOB_FAILED, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, CompileObservation,
-                                        ServingObservation, StatusInputs, compute_status)
+                                        CompileResult, ServingObservation, StatusInputs, compute_status)
 from neuron_operator.validation import Problem
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -109,3 +110,42 @@ def test_contains_ignores_server_defaults_but_sees_edits():
     assert not contains({**live, "spec": {**live["spec"], "replicas": 3}}, desired)
     assert not contains({**live, "spec": {**live["spec"], "ports": [{"port": 9000}]}}, desired)
     assert not contains({**live, "spec": {**live["spec"], "ports": [{"port": 8000}, {"port": 9000}]}}, desired)
+
+
+# --- status.lastCompile -----------------------------------------------------------------------------------------
+
+DONE = CompileResult(job_name="j", outcome="Succeeded", key="new", duration_seconds=1300,
+                     finished_at="2026-01-01T00:21:40Z")
+
+
+def test_a_finished_compile_is_reported_as_last_compile_through_the_status_model():
+    s = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED, finished=DONE), serving=serving()),
+                       None, T0)
+    assert s["lastCompile"] == {"job": "j", "key": "new", "outcome": "Succeeded", "durationSeconds": 1300,
+                                "finishedAt": "2026-01-01T00:21:40Z"}
+    assert render_status(s) == s  # the CRD's schema (generated from the model) has every field
+    again = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED, finished=DONE), serving=serving()),
+                           s, T1)
+    assert again == s  # stable: an idle operator writes nothing
+
+
+def test_last_compile_is_absent_until_a_compile_finishes():
+    s = compute_status(inputs(compile=CompileObservation("j", JOB_RUNNING)), None, T0)
+    assert "lastCompile" not in s
+
+
+def test_the_previous_compile_stays_reported_while_a_new_one_runs_or_the_spec_is_invalid():
+    first = compute_status(inputs(compile=CompileObservation("j", JOB_SUCCEEDED, finished=DONE), serving=serving()),
+                           None, T0)
+    recompiling = compute_status(inputs(key="newer", compile=CompileObservation("j2", JOB_RUNNING),
+                                        serving=serving(key="new")), first, T1)
+    assert recompiling["lastCompile"] == first["lastCompile"] and recompiling["compileJob"] == "j2"
+    problem = Problem("spec.tensorParallelSize", "InvalidTensorParallelSize", "3 is not ...")
+    stalled = compute_status(inputs(problems=[problem], key=None), recompiling, T1)
+    assert stalled["lastCompile"] == first["lastCompile"]
+    failed = CompileResult(job_name="j2", outcome="Failed", key="newer", duration_seconds=60)
+    after = compute_status(inputs(key="newer", compile=CompileObservation("j2", JOB_FAILED, failure="x",
+                                                                        finished=failed),
+                                  serving=serving(key="new")), recompiling, T1)
+    assert after["lastCompile"] == {"job": "j2", "key": "newer", "outcome": "Failed", "durationSeconds": 60}
+    assert render_status(after) == after

@@ -142,6 +142,36 @@ class ServingArtifactStatus(StatusModel):
     key: str = Field(description="Compile key of the artifact the serving pods use.", max_length=128)
 
 
+class CompileOutcome:
+    """Outcome of a finished compile Job, as status.lastCompile reports it."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    ALL = (SUCCEEDED, FAILED)
+
+
+CompileOutcomeName = Literal["Succeeded", "Failed"]
+
+
+class LastCompileStatus(StatusModel):
+    """The most recent compile Job of this service that finished, read from the Job itself (stable across passes)."""
+
+    job: str = Field(description="Name of the compile Job.", min_length=1, max_length=63)
+    key: str | None = Field(None, description="Compile key of the artifact the Job compiled.", max_length=128)
+    outcome: CompileOutcomeName = Field(description="Succeeded or Failed.")
+    duration_seconds: int | None = Field(
+        None,
+        description="Seconds from the Job's start to its completion (or to its Failed condition).",
+        ge=0,
+    )
+    finished_at: str | None = Field(
+        None,
+        description="When the Job completed or failed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 class NeuronInferenceServiceStatus(StatusModel):
     """Observed state of a NeuronInferenceService."""
 
@@ -167,6 +197,11 @@ class NeuronInferenceServiceStatus(StatusModel):
         None, description="Label selector of the serving pods (leaders), for the scale subresource and HPA."
     )
     compile_job: str | None = Field(None, description="Name of the compile Job for the current compile key.")
+    last_compile: LastCompileStatus | None = Field(
+        None,
+        description="The last compile Job that finished for this service: outcome and duration. Kept while a newer "
+        "compile runs.",
+    )
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of ``type_``, or None."""

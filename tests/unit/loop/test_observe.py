@@ -3,8 +3,10 @@ runtime failures of serving pods, the compile pod's summary."""
 
 from __future__ import annotations
 
-from neuron_operator.conditions import JOB_FAILED, JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED
-from neuron_operator.observe import compile_summary, observe_compile, observe_deployment, serving_pod_failure
+from neuron_operator.conditions import (JOB_FAILED, JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED,
+                                        CompileResult)
+from neuron_operator.observe import (compile_finished, compile_summary, observe_compile, observe_deployment,
+                                     serving_pod_failure)
 
 
 def job(status: dict, deleting: bool = False) -> dict:
@@ -81,3 +83,46 @@ def test_only_permanent_exit_codes_are_runtime_failures():
 
     assert [serving_pod_failure(crashed(c)) is not None for c in (1, 2, 3, 4, 5, 6, 7, 137)] == [
         False, True, True, False, False, True, True, False]
+
+
+# --- compile outcome and duration (status.lastCompile and the compile-duration metric) -------------------------
+
+def timed_job(conditions: list[dict], **status) -> dict:
+    obj = job({"conditions": conditions, **status})
+    obj["metadata"].update(creationTimestamp="2026-12-01T00:00:00Z",
+                           labels={"inference.neuron-operator.io/artifact-key": "k1"})
+    return obj
+
+
+def test_a_completed_job_reports_its_duration_from_start_to_completion():
+    obj = timed_job([{"type": "SuccessCriteriaMet", "status": "True"},
+                     {"type": "Complete", "status": "True", "lastTransitionTime": "2026-12-01T00:30:00Z"}],
+                    startTime="2026-12-01T00:00:05Z", completionTime="2026-12-01T00:21:45Z", succeeded=1)
+    result = compile_finished(obj)
+    assert result == CompileResult(job_name="nis-compile-1", outcome="Succeeded", key="k1", duration_seconds=1300,
+                                   finished_at="2026-12-01T00:21:45Z")
+    assert observe_compile("nis-compile-1", obj, []).finished == result
+
+
+def test_a_failed_job_is_timed_to_its_failed_condition():
+    obj = timed_job([{"type": "FailureTarget", "status": "True", "lastTransitionTime": "2026-12-01T00:09:00Z"},
+                     {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                      "lastTransitionTime": "2026-12-01T00:10:00Z"}], startTime="2026-12-01T00:00:00Z", failed=3)
+    result = compile_finished(obj)
+    assert (result.outcome, result.duration_seconds, result.finished_at) == ("Failed", 600, "2026-12-01T00:10:00Z")
+    assert observe_compile("j", obj, []).finished == result
+
+
+def test_only_a_terminal_condition_finishes_a_compile():
+    # The interim conditions come first; completionTime is set only with Complete.
+    assert compile_finished(timed_job([{"type": "SuccessCriteriaMet", "status": "True"}])) is None
+    assert compile_finished(timed_job([{"type": "FailureTarget", "status": "True"}])) is None
+    assert compile_finished(timed_job([{"type": "Complete", "status": "False"}])) is None
+    assert observe_compile("j", timed_job([{"type": "SuccessCriteriaMet", "status": "True"}]), []).finished is None
+
+
+def test_a_job_without_start_time_is_timed_from_its_creation_and_bad_times_give_no_duration():
+    created = timed_job([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-12-01T00:00:42Z"}])
+    assert compile_finished(created).duration_seconds == 42
+    garbled = timed_job([{"type": "Complete", "status": "True"}], completionTime="yesterday")
+    assert compile_finished(garbled) == CompileResult(job_name="nis-compile-1", outcome="Succeeded", key="k1")
