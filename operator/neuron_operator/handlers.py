@@ -226,15 +226,21 @@ def pdb_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: 
     _child_event(PDB, type, body)
 
 
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-def hpa_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    _child_event(HPA, type, body)
+def _child_watch(kind: tuple[str, str], plural: str) -> Any:
+    """The watch of a child kind that needs nothing beyond the cache and its owner's reconcile."""
+    group, _, version = kind[0].rpartition("/")
+
+    def on_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
+        _child_event(kind, type, body)
+
+    on_event.__name__ = on_event.__qualname__ = f"{plural}_event"
+    return kopf.on.event(group, version, plural, labels=MANAGED, id=on_event.__name__)(on_event)
 
 
-# Where KEDA is not installed kopf finds no such resource and watches nothing (it starts once the CRD appears).
-@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED)
-def scaled_object_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    _child_event(SCALED_OBJECT, type, body)
+# The autoscaler of spec.autoscaling, either kind. Where KEDA is not installed kopf finds no scaledobjects resource
+# and watches nothing (it starts watching once the CRD appears).
+hpa_event = _child_watch(HPA, "horizontalpodautoscalers")
+scaled_object_event = _child_watch(SCALED_OBJECT, C.SCALED_OBJECT_PLURAL)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)

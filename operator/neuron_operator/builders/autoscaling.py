@@ -88,8 +88,9 @@ def build_scaled_object(plan: ServicePlan) -> dict[str, Any]:
 
 def build_horizontal_pod_autoscaler(plan: ServicePlan) -> dict[str, Any]:
     """HPA: the queue gauge per serving pod from the custom metrics API (type Pods, e.g. prometheus-adapter). The
-    pods are the scale subresource's status.selector, leaders only, so one group counts once. An HPA cannot go
-    below 1 replica (HPAScaleToZero is alpha and needs an Object or External metric), so minReplicas 0 means 1."""
+    pods are the scale subresource's status.selector, leaders only, so one group counts once. With a Pods metric
+    an HPA cannot go below 1 replica (the API server allows minReplicas 0 only with an Object or External metric:
+    without pods there is no per-pod value to scale up on), so minReplicas 0 means 1."""
     scaling = _scaling(plan)
     return {
         "apiVersion": C.HPA_API_VERSION,
