@@ -110,9 +110,9 @@ def test_the_hpa_controller_scales_a_service_on_its_queue_and_back(operator, nam
                             timeout=30, message="the queue metric through the aggregation layer")
         assert served[0]["value"] == "20" and served[0]["describedObject"]["kind"] == "Pod"
         started = time.monotonic()
-        up = wait_until(lambda: (o := get(namespace, name))["spec"]["replicas"] == 4
-                        and o["status"].get("readyReplicas") == 4 and o["status"].get("phase") == "Ready" and o,
-                        timeout=180, interval=1, message="the HPA scaling the service to 4 ready replicas")
+        wait_until(lambda: (o := get(namespace, name))["spec"]["replicas"] == 4
+                   and o["status"].get("readyReplicas") == 4 and o["status"].get("phase") == "Ready" and o,
+                   timeout=180, interval=1, message="the HPA scaling the service to 4 ready replicas")
         log(f"scaled up 1 -> 4 (ceil(20/5)) in {time.monotonic() - started:.0f}s")
         assert deployment(namespace, name)["spec"]["replicas"] == 4
         # 4 replicas at 5 waiting each is the target: it stays at 4, not at maxReplicas 6.
