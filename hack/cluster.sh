@@ -69,6 +69,26 @@ make_pki() {
   )
 }
 
+# The aggregation layer (an APIService such as custom.metrics.k8s.io served by a process of ours): the API server
+# authenticates to aggregated servers with a front-proxy client certificate from its own CA, which those servers
+# trust for the X-Remote-User/-Group headers (kube-system/extension-apiserver-authentication). Kept apart from
+# make_pki so an existing .testenv/pki gains it without new cluster certificates.
+make_front_proxy_pki() {
+  local p=$D/pki
+  [ -f "$p/front-proxy-done" ] && return 0
+  (
+    cd "$p"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 3650 \
+      -subj /CN=neuron-operator-testenv-front-proxy-ca 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
+      -subj /CN=front-proxy-client 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > front-proxy-client.ext
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+      -days 3650 -extfile front-proxy-client.ext -out front-proxy-client.crt 2>/dev/null
+    touch front-proxy-done
+  )
+}
+
 write_kubeconfig() {
   local kc=$D/kubeconfig k="$BIN/kubectl"
   rm -f "$kc"
@@ -108,6 +128,7 @@ up() {
   stop_all
   rm -rf "$D/etcd"
   make_pki
+  make_front_proxy_pki
   write_kubeconfig
   local t0=$SECONDS p=$D/pki kc=$D/kubeconfig k="$BIN/kubectl --kubeconfig=$D/kubeconfig"
 
@@ -125,9 +146,10 @@ up() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=Node,RBAC --allow-privileged=true \
     --enable-admission-plugins=NodeRestriction,ServiceAccount \
-    --requestheader-client-ca-file="$p/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key" \
     --endpoint-reconciler-type=none --profiling=false --v=1
   wait_for kube-apiserver 120 $k get --raw=/readyz
 

@@ -25,7 +25,9 @@ SERVICE_OBJECT = ("v1", "Service")
 PDB = ("policy/v1", "PodDisruptionBudget")
 JOB = ("batch/v1", "Job")
 POD = ("v1", "Pod")
-KINDS = (SERVICE, DEPLOYMENT, STATEFULSET, SERVICE_OBJECT, PDB, JOB, POD)
+HPA = (C.HPA_API_VERSION, C.HPA_KIND)
+SCALED_OBJECT = (C.KEDA_API_VERSION, C.SCALED_OBJECT_KIND)  # only listed and watched where KEDA is installed
+KINDS = (SERVICE, DEPLOYMENT, STATEFULSET, SERVICE_OBJECT, PDB, JOB, POD, HPA, SCALED_OBJECT)
 
 # Labels objects are also indexed by (namespace, label key, value): serving pods by their service, compile pods by
 # their Job, group StatefulSets by their service.

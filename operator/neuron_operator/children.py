@@ -17,17 +17,21 @@ from typing import Any, Mapping, Optional
 
 from . import constants as C
 from .builders import build_compile_job, build_pod_disruption_budget, build_service, build_serving_deployment
+from .builders.autoscaling import build_autoscaler
 from .builders.multinode import build_group_statefulset, build_headless_service
 from .plan import ServicePlan
 
 
 def serving_children(plan: ServicePlan) -> list[dict[str, Any]]:
-    """Everything a service serves with, in apply order (workloads before the Service that selects them)."""
+    """Everything a service serves with, in apply order (workloads before the Service that selects them, the
+    autoscaler of spec.autoscaling last)."""
     if plan.multi_node:
         workloads = [build_headless_service(plan)] + [build_group_statefulset(plan, g) for g in range(plan.replicas)]
     else:
         workloads = [build_serving_deployment(plan)]
-    return [with_applied_hash(m) for m in [*workloads, build_service(plan), build_pod_disruption_budget(plan)]]
+    autoscaler = build_autoscaler(plan)
+    manifests = [*workloads, build_service(plan), build_pod_disruption_budget(plan)]
+    return [with_applied_hash(m) for m in manifests + ([autoscaler] if autoscaler else [])]
 
 
 def all_children(plan: ServicePlan) -> list[dict[str, Any]]:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 from neuron_runtime.stacks import NEURON_2_23_VLLM_0_7_2, NEURON_2_32_VLLM_NEURON_0_24, PROFILES
+
+from . import constants as C
+from .api.spec import QUEUE_METRIC
 
 # The stack a service gets when spec.runtime.stack is unset, per instance family. trn2 stays on the seed stack so
 # an operator upgrade never moves a running trn2 service to another stack (a new compile key, a recompile and a
@@ -33,6 +36,11 @@ ENV_COMPILE_DEADLINE_SECONDS = "NEURON_OPERATOR_COMPILE_DEADLINE_SECONDS"
 ENV_COMPILE_NODE_SELECTOR = "NEURON_OPERATOR_COMPILE_NODE_SELECTOR"  # JSON {label: value} of the CPU compile pool
 ENV_COMPILE_TOLERATIONS = "NEURON_OPERATOR_COMPILE_TOLERATIONS"  # JSON [toleration] of the CPU compile pool
 ENV_METRICS_PORT = "NEURON_OPERATOR_METRICS_PORT"
+ENV_AUTOSCALING_PROVIDER = "NEURON_OPERATOR_AUTOSCALING_PROVIDER"  # auto | keda | hpa
+ENV_PROMETHEUS_SERVER_ADDRESS = "NEURON_OPERATOR_PROMETHEUS_SERVER_ADDRESS"  # KEDA's Prometheus trigger queries it
+ENV_HPA_METRIC_NAME = "NEURON_OPERATOR_HPA_METRIC_NAME"  # the queue gauge as the custom metrics API names it
+
+AUTOSCALING_PROVIDERS = (C.AUTOSCALER_AUTO, C.AUTOSCALER_KEDA, C.AUTOSCALER_HPA)
 
 
 class ConfigError(ValueError):
@@ -57,8 +65,21 @@ class OperatorConfig:
     # Watched namespaces: names or kopf-style globs ("team-*"), "!pattern" excludes; empty: all namespaces.
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
+    # Which autoscaler spec.autoscaling makes: keda (ScaledObject), hpa (HorizontalPodAutoscaler), or auto, which
+    # the running operator resolves once at start-up (resolve_autoscaling_provider).
+    autoscaling_provider: str = C.AUTOSCALER_AUTO
+    # Prometheus that KEDA's trigger queries, e.g. http://prometheus-operated.monitoring.svc:9090.
+    prometheus_server_address: Optional[str] = None
+    # The per-pod metric the HPA asks the custom metrics API for (what prometheus-adapter is configured to serve).
+    hpa_metric_name: str = QUEUE_METRIC
 
     def __post_init__(self) -> None:
+        if self.autoscaling_provider not in AUTOSCALING_PROVIDERS:
+            raise ConfigError(f"autoscaling provider {self.autoscaling_provider!r}: expected one of "
+                              f"{', '.join(AUTOSCALING_PROVIDERS)}")
+        if self.autoscaling_provider == C.AUTOSCALER_KEDA and not self.prometheus_server_address:
+            raise ConfigError("autoscaling provider keda needs the Prometheus address its trigger queries "
+                              f"({ENV_PROMETHEUS_SERVER_ADDRESS}; Helm autoscaling.keda.prometheusServerAddress)")
         for family, stack_id in self.default_stacks.items():
             profile = PROFILES.get(stack_id)
             if profile is None:
@@ -68,6 +89,28 @@ class OperatorConfig:
         unknown = sorted(set(self.runtime_images) - set(PROFILES))
         if unknown:
             raise ConfigError(f"runtime images for unknown stacks {unknown}; known: {sorted(PROFILES)}")
+
+    @property
+    def autoscaler(self) -> str:
+        """The autoscaler kind services get: keda or hpa. auto not resolved against a cluster (render) assumes KEDA
+        is installed where a Prometheus address is configured, as the start-up resolution would find it."""
+        if self.autoscaling_provider == C.AUTOSCALER_AUTO:
+            return C.AUTOSCALER_KEDA if self.prometheus_server_address else C.AUTOSCALER_HPA
+        return self.autoscaling_provider
+
+    def resolve_autoscaling_provider(self, keda_served: bool) -> tuple["OperatorConfig", str]:
+        """auto -> keda when KEDA's ScaledObject API is served and a Prometheus address is configured (its trigger
+        cannot work without one), else hpa; an explicit choice stays. Returns the config and why, for the log."""
+        if self.autoscaling_provider == C.AUTOSCALER_KEDA and not keda_served:
+            raise ConfigError(f"autoscaling provider keda, but {C.KEDA_API_VERSION} {C.SCALED_OBJECT_PLURAL} is not "
+                              "served: install KEDA, or set the provider to auto or hpa")
+        if self.autoscaling_provider != C.AUTOSCALER_AUTO:
+            return self, f"{self.autoscaling_provider} (configured)"
+        if keda_served and self.prometheus_server_address:
+            return replace(self, autoscaling_provider=C.AUTOSCALER_KEDA), "keda (auto: KEDA's ScaledObject API is served)"
+        why = ("no Prometheus address is configured for KEDA's trigger" if keda_served
+               else f"{C.KEDA_API_VERSION} {C.SCALED_OBJECT_PLURAL} is not served")
+        return replace(self, autoscaling_provider=C.AUTOSCALER_HPA), f"hpa (auto: {why})"
 
     def default_stack(self, family: str) -> Optional[str]:
         return self.default_stacks.get(family)
@@ -89,6 +132,9 @@ class OperatorConfig:
             compile_tolerations=tuple(_json_env(env, ENV_COMPILE_TOLERATIONS, list)),
             namespaces=namespaces,
             metrics_port=int(env.get(ENV_METRICS_PORT, "8080")),
+            autoscaling_provider=env.get(ENV_AUTOSCALING_PROVIDER, "").strip() or C.AUTOSCALER_AUTO,
+            prometheus_server_address=env.get(ENV_PROMETHEUS_SERVER_ADDRESS, "").strip() or None,
+            hpa_metric_name=env.get(ENV_HPA_METRIC_NAME, "").strip() or QUEUE_METRIC,
         )
 
 

@@ -107,6 +107,17 @@ HTTP_PORT = RT.DEFAULT_SERVING_PORT
 HTTP_PORT_NAME = "http"
 HEALTH_PATH = "/health"  # vLLM OpenAI server: 200 once the engine is up (F23 api_server.py)
 
+# --- autoscalers of spec.autoscaling (one child, named like the service) ----------------------------------
+KEDA_API_VERSION = "keda.sh/v1alpha1"
+SCALED_OBJECT_KIND = "ScaledObject"
+SCALED_OBJECT_PLURAL = "scaledobjects"
+HPA_API_VERSION = "autoscaling/v2"
+HPA_KIND = "HorizontalPodAutoscaler"
+# The operator setting (Helm autoscaling.provider): auto resolves to keda or hpa once, at start-up.
+AUTOSCALER_AUTO = "auto"
+AUTOSCALER_KEDA = "keda"
+AUTOSCALER_HPA = "hpa"
+
 # --- Neuron scheduling -------------------------------------------------------------------------------
 NEURON_TAINT_KEY = "aws.amazon.com/neuron"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"

@@ -17,11 +17,12 @@ from .actions import Action, AddOwner, Apply, CreateJob, Delete, PostEvent
 from .api.spec import InvalidSpecError, NeuronInferenceServiceSpec, parse_spec
 from .api.status import Reason
 from .builders import build_compile_job
-from .builders.common import owner_reference, serving_selector
-from .builders.serving import endpoint_url
+from .builders.autoscaling import AUTOSCALER_API_VERSIONS, autoscaler_kind
+from .builders.common import owner_reference
+from .builders.serving import endpoint_url, leader_selector
 from .catalog import Catalog
 from .children import controlled_by, needs_apply, owned_by, serving_children
-from .conditions import JOB_MISSING, JOB_SUCCEEDED, CompileObservation, StatusInputs
+from .conditions import JOB_MISSING, JOB_SUCCEEDED, CompileObservation, ServingObservation, StatusInputs
 from .config import OperatorConfig
 from .events import NORMAL
 from .groups import decide_groups, group_index, observe_groups
@@ -79,6 +80,8 @@ class Snapshot:
     job: Optional[Obj] = None  # the planned compile Job
     compile_pods: tuple[Obj, ...] = ()  # that Job's pods
     pods: tuple[Obj, ...] = ()  # the service's serving pods
+    hpa: Optional[Obj] = None  # the HorizontalPodAutoscaler named like the service
+    scaled_object: Optional[Obj] = None  # the KEDA ScaledObject named like the service
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class _Children:
     endpoint: Optional[Obj] = None
     headless: Optional[Obj] = None
     pdb: Optional[Obj] = None
+    autoscalers: list[Obj] = field(default_factory=list)  # our HPA and/or ScaledObject
     foreign: list[str] = field(default_factory=list)  # objects with our names that we do not control
     dying: bool = False  # some of those are a deleted same-named service's, being garbage-collected
 
@@ -124,6 +128,13 @@ def _sort_children(intent: Intent, snap: Snapshot) -> _Children:
     out.endpoint = mine(snap.endpoint, "Service")
     out.headless = mine(snap.headless, "Service")
     out.pdb = mine(snap.pdb, "PodDisruptionBudget")
+    scaling = intent.plan.autoscaling if intent.plan else None
+    wanted_kind = autoscaler_kind(scaling.provider)[1] if scaling else None
+    for live in (snap.hpa, snap.scaled_object):
+        if live is not None and controlled_by(live, uid):
+            out.autoscalers.append(live)
+        elif live is not None and live["kind"] == wanted_kind:  # not ours: a clash only for the kind we would apply
+            mine(live, live["kind"])
     group_names = set(snapshot_names(intent)["groups"])
     for sts in snap.statefulsets:
         index = group_index(sts)
@@ -173,6 +184,7 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
     current = children.deployment if children.deployment is not None else children.groups.get(0)
     serving_plan = plan if compiled else _previous_plan(plan, current, catalog)
     pods = list(snap.pods)
+    wanted: Optional[list[dict]] = None  # the serving children, once there is something to serve
     if children.dying:
         serving_plan = None  # wait for the old children to go before creating ours
     if serving_plan is None:
@@ -197,10 +209,15 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
                 actions.append(Apply(deployment))
                 # The controller has not seen this template yet: whatever the cached status says, it is not rolled out.
                 serving_obs = replace(serving_obs, rolled_out=False)
+        if serving_plan.multi_node and serving_plan.replicas == 0:
+            # Scaled to zero: no group exists, the headless Service and the artifacts stay for the way back up.
+            serving_obs = ServingObservation(exists=True, artifact_key=serving_plan.key, desired=0,
+                                             rolled_out=not children.groups)
         for manifest, live in ((_kind(wanted, "Service", serving_name(plan.name)), children.endpoint),
                                (_kind(wanted, "PodDisruptionBudget", serving_name(plan.name)), children.pdb)):
             if needs_apply(live, manifest):
                 actions.append(Apply(manifest))
+    actions += _autoscaler_actions(plan, wanted, children)
 
     status = StatusInputs(
         generation=generation,
@@ -211,10 +228,28 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
         compile=compile_obs,
         serving=serving_obs,
         endpoint=endpoint_url(plan),
-        selector=_selector_string(serving_selector(plan)),
+        selector=_selector_string(leader_selector(plan)),
     )
     summary = compile_summary(snap.compile_pods) if compiled else ""
     return Decision(actions=tuple(actions), status=status, requeue_after=requeue, compile_summary=summary)
+
+
+def _autoscaler_actions(plan: ServicePlan, wanted: Optional[list[dict]], children: _Children) -> list[Action]:
+    """Apply the autoscaler spec.autoscaling asks for once something serves (``wanted``: the serving children; it
+    scales the service, not a workload still missing); delete ours of the other kind (the operator's provider
+    changed) or all of ours (spec.autoscaling removed). No write here touches spec.replicas: it is the autoscaler's."""
+    actions: list[Action] = []
+    wanted_kind = autoscaler_kind(plan.autoscaling.provider) if plan.autoscaling else None
+    for live in children.autoscalers:
+        if (wanted_kind is None or live["kind"] != wanted_kind[1]) and not live["metadata"].get("deletionTimestamp"):
+            actions.append(Delete(AUTOSCALER_API_VERSIONS[live["kind"]], live["kind"], live["metadata"]["name"]))
+    if wanted is None or wanted_kind is None:
+        return actions
+    manifest = next(m for m in wanted if (m["apiVersion"], m["kind"]) == wanted_kind)
+    live = next((o for o in children.autoscalers if o["kind"] == wanted_kind[1]), None)
+    if needs_apply(live, manifest):
+        actions.append(Apply(manifest))
+    return actions
 
 
 def _kind(manifests: list[dict], kind: str, name: str) -> dict:
@@ -268,6 +303,7 @@ def snapshot_names(intent: Intent) -> dict[str, Any]:
         "endpoint": serving_name(name),
         "headless": headless_service_name(name),
         "pdb": serving_name(name),
+        "autoscaler": serving_name(name),
         "job": intent.job_name,
         "groups": [group_name(name, i) for i in range(intent.group_count)],
     }

@@ -20,7 +20,8 @@ import kopf
 from . import constants as C
 from . import metrics
 from .api.status import CompileOutcome, ConditionStatus, ConditionType
-from .cache import DEPLOYMENT, JOB, JOB_NAME_LABEL, KINDS, PDB, POD, SERVICE, SERVICE_OBJECT, STATEFULSET, ObjectCache
+from .cache import (DEPLOYMENT, HPA, JOB, JOB_NAME_LABEL, KINDS, PDB, POD, SCALED_OBJECT, SERVICE, SERVICE_OBJECT,
+                    STATEFULSET, ObjectCache)
 from .catalog import load_catalog
 from .config import OperatorConfig, has_namespace_patterns, namespace_watched
 from .kube import ApiError, KubeClient
@@ -55,9 +56,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     client = KubeClient(observer=metrics.observe_api_request)
     cache = ObjectCache()
-    reconciler = Reconciler(client, cache, load_catalog(), config)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, prime_cache, client, cache, config)
+    config, kinds = await loop.run_in_executor(None, discover_autoscaling, client, config)
+    reconciler = Reconciler(client, cache, load_catalog(), config)
+    await loop.run_in_executor(None, prime_cache, client, cache, config, kinds)
 
     async def run_pass(key: tuple[str, str]) -> None:
         with metrics.RECONCILE_DURATION.time():
@@ -142,6 +144,8 @@ SELECTORS = {
     PDB: MANAGED,
     JOB: {**MANAGED, C.LABEL_COMPONENT: C.COMPONENT_COMPILE},
     POD: MANAGED,  # serving pods (gang checks, runtime failures) and compile pods (failure detail)
+    HPA: MANAGED,
+    SCALED_OBJECT: MANAGED,
 }
 
 
@@ -154,17 +158,26 @@ def _watched(config: OperatorConfig, namespace: str) -> bool:
     return not config.namespaces or namespace_watched(namespace, config.namespaces)
 
 
-def prime_cache(client: KubeClient, cache: ObjectCache, config: OperatorConfig) -> None:
+def discover_autoscaling(client: KubeClient, config: OperatorConfig) -> tuple[OperatorConfig, tuple]:
+    """Once, at start-up: is KEDA's ScaledObject API served? It decides the auto provider of spec.autoscaling, and
+    whether ScaledObjects can be listed at all. Returns the resolved config and the kinds to prime."""
+    keda = client.served(C.KEDA_API_VERSION, C.SCALED_OBJECT_PLURAL)
+    config, why = config.resolve_autoscaling_provider(keda)
+    log.info("autoscaler for spec.autoscaling: %s", why)
+    return config, KINDS if keda else tuple(k for k in KINDS if k != SCALED_OBJECT)
+
+
+def prime_cache(client: KubeClient, cache: ObjectCache, config: OperatorConfig, kinds: tuple = KINDS) -> None:
     """One LIST per kind (per named namespace) before the first pass: afterwards only watch events change the
     cache. A constant start-up cost, whatever the number of services."""
-    for kind in KINDS:
+    for kind in kinds:
         selector = SELECTORS[kind]
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) if selector else None
         for scope in _scopes(config):
             items = client.list(kind[0], kind[1], scope, label_selector=label_selector)
             items = [i for i in items if _watched(config, i["metadata"].get("namespace", ""))]
             cache.replace_all(kind, items, namespaces=None if scope is None else {scope})
-    log.info("cache primed: %s", ", ".join(f"{cache.count(k)} {k[1]}" for k in KINDS))
+    log.info("cache primed: %s", ", ".join(f"{cache.count(k)} {k[1]}" for k in kinds))
 
 
 async def _resync_forever(cache: ObjectCache, config: OperatorConfig, queue: WorkQueue) -> None:
@@ -244,6 +257,23 @@ def service_child_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 def pdb_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
     _child_event(PDB, type, body)
+
+
+def _child_watch(kind: tuple[str, str], plural: str) -> Any:
+    """The watch of a child kind that needs nothing beyond the cache and its owner's reconcile."""
+    group, _, version = kind[0].rpartition("/")
+
+    def on_event(type: Optional[str], body: kopf.Body, **_: Any) -> None:  # noqa: A002
+        _child_event(kind, type, body)
+
+    on_event.__name__ = on_event.__qualname__ = f"{plural}_event"
+    return kopf.on.event(group, version, plural, labels=MANAGED, id=on_event.__name__)(on_event)
+
+
+# The autoscaler of spec.autoscaling, either kind. Where KEDA is not installed kopf finds no scaledobjects resource
+# and watches nothing (it starts watching once the CRD appears).
+hpa_event = _child_watch(HPA, "horizontalpodautoscalers")
+scaled_object_event = _child_watch(SCALED_OBJECT, C.SCALED_OBJECT_PLURAL)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)

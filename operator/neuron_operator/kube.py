@@ -32,6 +32,8 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "jobs",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     (C.GROUP_VERSION, C.KIND): C.PLURAL,
+    (C.HPA_API_VERSION, C.HPA_KIND): "horizontalpodautoscalers",
+    (C.KEDA_API_VERSION, C.SCALED_OBJECT_KIND): C.SCALED_OBJECT_PLURAL,
 }
 
 WRITE_VERBS = frozenset({"create", "apply", "patch", "update", "delete"})
@@ -146,6 +148,17 @@ class KubeClient:
             if err.not_found:
                 return None
             raise
+
+    def served(self, api_version: str, plural: str) -> bool:
+        """Discovery: whether the API server serves ``plural`` in ``api_version`` (e.g. an add-on's CRD is installed)."""
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            document = self._request("discover", plural, "GET", path)
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+        return any(r.get("name") == plural for r in (document or {}).get("resources") or [])
 
     def list(self, api_version: str, kind: str, namespace: Optional[str], label_selector: Optional[str] = None,
              field_selector: Optional[str] = None) -> list[dict]:

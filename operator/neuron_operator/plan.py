@@ -67,6 +67,20 @@ class CompilePlacement:
 
 
 @dataclass(frozen=True)
+class AutoscalingPlan:
+    """spec.autoscaling resolved against the operator's autoscaler setting (builders/autoscaling.py)."""
+
+    provider: str  # C.AUTOSCALER_KEDA | C.AUTOSCALER_HPA
+    min_replicas: int
+    max_replicas: int
+    target_queue_depth: int
+    scale_down_stabilization_seconds: int
+    served_model_name: str  # vLLM's model_name label on the queue gauge
+    metric_name: str  # the HPA's custom metric
+    prometheus_server_address: str = ""  # KEDA's trigger
+
+
+@dataclass(frozen=True)
 class ServicePlan:
     name: str
     namespace: str
@@ -98,6 +112,7 @@ class ServicePlan:
     topology_key: Optional[str] = None
     compile_backoff_limit: int = 2
     compile_active_deadline_seconds: int = 4 * 3600
+    autoscaling: Optional[AutoscalingPlan] = None
 
     @property
     def tp_per_node(self) -> int:
@@ -215,6 +230,18 @@ def compile_placement(spec, instance: InstanceType, stack: Stack, config, device
     return CompilePlacement(on_cpu=False, resources=resources, reason=reason)
 
 
+def autoscaling_plan(spec, config, model_name: str) -> Optional[AutoscalingPlan]:
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    return AutoscalingPlan(
+        provider=config.autoscaler, min_replicas=scaling.min_replicas, max_replicas=scaling.max_replicas,
+        target_queue_depth=scaling.target_queue_depth,
+        scale_down_stabilization_seconds=scaling.scale_down_stabilization_seconds,
+        served_model_name=model_name, metric_name=config.hpa_metric_name,
+        prometheus_server_address=config.prometheus_server_address or "")
+
+
 def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config) -> ServicePlan:
     """Resolve a validated spec (api.spec.NeuronInferenceServiceSpec) into a ServicePlan."""
     from .compile_inputs import compile_spec_for, extra_args_split  # local: compile_inputs imports the api models
@@ -270,4 +297,5 @@ def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config
         topology_key=spec.placement.topology_key if spec.placement else None,
         compile_backoff_limit=config.compile_backoff_limit,
         compile_active_deadline_seconds=config.compile_active_deadline_seconds,
+        autoscaling=autoscaling_plan(spec, config, serve_config["served_model_name"]),
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from . import constants as C
-from .cache import DEPLOYMENT, JOB, JOB_NAME_LABEL, PDB, POD, SERVICE_OBJECT, STATEFULSET, ObjectCache
+from .cache import (DEPLOYMENT, HPA, JOB, JOB_NAME_LABEL, PDB, POD, SCALED_OBJECT, SERVICE_OBJECT, STATEFULSET,
+                    ObjectCache)
 from .decide import Intent, Snapshot, snapshot_names
 
 
@@ -29,4 +30,6 @@ def take_snapshot(cache: ObjectCache, intent: Intent) -> Snapshot:
         job=cache.get(JOB, ns, job_name) if job_name else None,
         compile_pods=tuple(cache.with_label(POD, ns, JOB_NAME_LABEL, job_name)) if job_name else (),
         pods=tuple(pods),
+        hpa=cache.get(HPA, ns, names["autoscaler"]),
+        scaled_object=cache.get(SCALED_OBJECT, ns, names["autoscaler"]),
     )

@@ -3,6 +3,7 @@ events, pods and component log tails when a test fails."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -94,42 +95,53 @@ def crds(cluster):
     return True
 
 
-@pytest.fixture(scope="session")
-def operator(cluster, crds):
-    """The operator as users run it (`neuron-operator run`), watching all namespaces, in a child process."""
+@contextlib.contextmanager
+def run_operator(namespace_pattern: str, log_name: str, extra_env: dict[str, str] | None = None):
+    """The operator as users run it (`neuron-operator run`) in a child process, watching ``namespace_pattern``;
+    yields once its liveness endpoint answers, stops it by its pid afterwards."""
     import sys
     import time
     import urllib.request
 
     metrics_port, health_port = _free_port(), _free_port()
-    log_path = TESTENV_DIR / "operator-e2e.log"
+    log_path = TESTENV_DIR / log_name
     env = {**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port),
            "NEURON_OPERATOR_WATCH_TIMEOUT": "60",
            # CPU compiles (vllm-neuron stacks) go to the simulated cluster's compile pool, as a Helm user would set
            # compile.nodeSelector; the instance type stands in for a node group label.
-           "NEURON_OPERATOR_COMPILE_NODE_SELECTOR": json.dumps({COMPILE_POOL_LABEL: COMPILE_POOL_VALUE})}
+           "NEURON_OPERATOR_COMPILE_NODE_SELECTOR": json.dumps({COMPILE_POOL_LABEL: COMPILE_POOL_VALUE}),
+           **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            # Tests run in t-* namespaces; iso-* namespaces belong to operators a test starts itself (e.g. as the
-            # chart's ServiceAccount), which must not be helped by this one.
-            [sys.executable, "-m", "neuron_operator.cli", "run", "--namespace=t-*", "--standalone",
+            [sys.executable, "-m", "neuron_operator.cli", "run", f"--namespace={namespace_pattern}", "--standalone",
              f"--liveness=http://127.0.0.1:{health_port}/healthz"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"operator did not start; log:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.3)
-    yield {"process": proc, "metrics_port": metrics_port, "log": log_path}
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"operator did not start; log:\n{log_path.read_text()[-4000:]}")
+                time.sleep(0.3)
+        yield {"process": proc, "metrics_port": metrics_port, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster, crds):
+    """The operator watching all t-* namespaces, for the whole session."""
+    # Tests run in t-* namespaces; iso-* namespaces belong to operators a test starts itself (e.g. as the chart's
+    # ServiceAccount, or with another autoscaling provider), which must not be helped by this one.
+    with run_operator("t-*", "operator-e2e.log") as running:
+        yield running
 
 
 @pytest.fixture

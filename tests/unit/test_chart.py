@@ -36,6 +36,8 @@ APPLICATION_RULES = [
     ([""], ["pods"], ["get", "list", "watch", "delete"]),
     ([""], ["events"], ["create", "patch"]),
     (["policy"], ["poddisruptionbudgets"], ["get", "list", "watch", "create", "patch", "delete"]),
+    (["autoscaling"], ["horizontalpodautoscalers"], ["list", "watch", "create", "patch", "delete"]),
+    (["keda.sh"], ["scaledobjects"], ["list", "watch", "create", "patch", "delete"]),
 ]
 # What kopf itself needs, cluster-wide in every mode (no peering rules: the operator runs --standalone).
 KOPF_RULES = [

@@ -96,4 +96,12 @@ it), nodes (scheduling is the scheduler's job), configmaps.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The autoscaler of spec.autoscaling (provider hpa), server-side applied; deleted when the provider or spec changes.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# The same for provider keda: KEDA ScaledObjects (unused, and nothing to grant on, where KEDA is not installed).
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 {{- end }}

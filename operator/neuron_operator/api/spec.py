@@ -671,6 +671,70 @@ class PlacementSpec(SpecModel):
     )
 
 
+# --- autoscaling ---------------------------------------------------------------------------------------
+
+# The engine's queue gauge: vLLM 0.24 (V1) vllm/v1/metrics/loggers.py and the AWS fork 0.7.2 (V0)
+# vllm/engine/metrics.py both name it so, labelled model_name (= --served-model-name; V1 adds engine).
+QUEUE_METRIC = "vllm:num_requests_waiting"
+
+
+class AutoscalingSpec(SpecModel):
+    """Scale replicas on the engine's request queue, through the service's scale subresource."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "spec.autoscaling.minReplicas: must be at most spec.autoscaling.maxReplicas",
+                    "fieldPath": ".minReplicas",
+                }
+            ]
+        }
+    )
+
+    min_replicas: int = Field(
+        1,
+        description=(
+            "Fewest replicas the autoscaler keeps. 0 lets the service scale to zero when no request waits (KEDA "
+            "provider; the compiled artifacts stay, and scaling up again never recompiles). The HPA provider cannot "
+            "scale to zero and keeps at least 1."
+        ),
+        ge=0,
+        le=10000,
+    )
+    max_replicas: int = Field(
+        description="Most replicas the autoscaler may create (each spans nodesPerReplica nodes).",
+        ge=1,
+        le=10000,
+    )
+    target_queue_depth: int = Field(
+        4,
+        description=(
+            f"Waiting requests per replica the autoscaler aims for ({QUEUE_METRIC}: requests queued behind a full "
+            "batch of engine.maxNumSeqs): more waiting adds replicas, fewer removes them."
+        ),
+        ge=1,
+        le=100000,
+    )
+    scale_down_stabilization_seconds: int = Field(
+        300,
+        description=(
+            "How long the queue must have stayed low before replicas are removed (the HPA's scale-down "
+            "stabilization window; with KEDA also the cooldown before scaling to zero). Model load takes minutes: "
+            "keep it longer than a load."
+        ),
+        ge=0,
+        le=3600,
+    )
+
+    @model_validator(mode="after")
+    def _min_at_most_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be at most maxReplicas")
+        return self
+
+
 # --- the spec ------------------------------------------------------------------------------------------
 
 
@@ -929,6 +993,15 @@ class NeuronInferenceServiceSpec(SpecModel):
     placement: PlacementSpec = Field(
         default_factory=PlacementSpec,
         description="Multi-node placement (only used when nodesPerReplica > 1).",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None,
+        description=(
+            "Scale on the engine's queue of waiting requests. The operator creates a KEDA ScaledObject or an "
+            "autoscaling/v2 HorizontalPodAutoscaler (its own setting) that drives spec.replicas through the scale "
+            "subresource; the operator itself never writes spec.replicas. Leave spec.replicas out of manifests "
+            "you re-apply (GitOps), or they reset what the autoscaler chose. Not a compile input."
+        ),
     )
 
     @field_validator("lora_adapters")

@@ -40,6 +40,7 @@ class FakeKube:
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
         self._failures: list[tuple[str, str, ApiError]] = []
+        self.unserved: set[str] = set()  # apiVersions discovery reports as not served (e.g. KEDA not installed)
 
     # --- test controls -----------------------------------------------------------------------------------------
     def fail_next(self, verb: str, kind: str, status: int, message: str = "injected") -> None:
@@ -106,6 +107,10 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     # --- the KubeClient interface -----------------------------------------------------------------------------
+    def served(self, api_version: str, plural: str) -> bool:
+        self._record("discover", plural, None, None)
+        return api_version not in self.unserved
+
     def get(self, api_version: str, kind: str, namespace: Optional[str], name: str) -> Optional[dict]:
         self._record("get", kind, namespace, name)
         return self.find(api_version, kind, namespace or "", name)
