@@ -85,7 +85,8 @@ def _check_stack(spec: NeuronInferenceServiceSpec, instance: InstanceType,
                       else f"no stack offers it on {instance.family}")
             problems.append(Problem(
                 f"spec{feature.field}", Reason.UNSUPPORTED_BY_STACK,
-                f"spec{feature.field}: {feature.what} is not supported by stack {stack_id} ({chosen}); {advice}"))
+                f"spec{feature.field}: {feature.what} is not supported by stack {stack_id} ({chosen}); {advice}"
+                + (f": {feature.why}" if feature.why else "")))
     return problems, stack
 
 

@@ -28,8 +28,15 @@ REJECTED_AT_ADMISSION = [
      "spec.runtime.resources.limits"),
     ("owned-vllm-flag", {"engine": {"extraArgs": ["--tensor-parallel-size=8"]}}, "spec.engine.extraArgs"),
     ("lora-with-speculation", {"loraAdapters": [{"name": "sql", "uri": "hf://org/sql-lora"}],
-                               "speculativeDecoding": {"draftModel": {"uri": "hf://meta-llama/Llama-3.2-1B"}}},
+                               "speculativeDecoding": {"draftModel": {"uri": "hf://meta-llama/Llama-3.2-1B"}},
+                               "engine": {"maxNumSeqs": 1}},
      "spec.speculativeDecoding"),
+    ("lora-across-nodes", {"tensorParallelSize": 64, "nodesPerReplica": 2,
+                           "loraAdapters": [{"name": "sql", "uri": "hf://org/sql-lora"}]},
+     "spec.loraAdapters: LoRA adapters with nodesPerReplica > 1"),
+    ("speculation-with-batching", {"speculativeDecoding": {"draftModel": {"uri": "hf://meta-llama/Llama-3.2-1B"}}},
+     "spec.engine.maxNumSeqs: speculative decoding with engine.maxNumSeqs > 1"),
+    ("lnc2-on-trn1", {"logicalNeuronCoreConfig": 2}, "spec.logicalNeuronCoreConfig"),
     ("unknown-field", {"enginee": {"maxNumSeqs": 4}}, "enginee"),
 ]
 

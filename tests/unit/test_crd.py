@@ -356,7 +356,7 @@ def test_valid_specs_pass_every_rule():
         base(instanceType="trn2.48xlarge", tensorParallelSize=256, nodesPerReplica=4),
         base(artifacts={"s3": {"uri": "s3://bucket/prefix"}}),
         base(loraAdapters=[{"name": "a", "uri": "hf://x/y"}]),
-        base(speculativeDecoding={"draftModel": {"uri": "hf://x/d"}, "maxModelLen": 4096}),
+        base(speculativeDecoding={"draftModel": {"uri": "hf://x/d"}, "maxModelLen": 4096}, engine={"maxNumSeqs": 1}),
         base(engine={"extraArgs": ["--max-log-len", "100", "--max-model-length-ish", "--portable"]}),
         base(runtime={"resources": {"requests": {"cpu": "8", "memory": "64Gi"}, "limits": {"memory": "64Gi"}}}),
     ]
@@ -411,20 +411,22 @@ def _expect_rejected(raw: dict, field: str, *fragments: str) -> None:
             base(
                 loraAdapters=[{"name": "a", "uri": "hf://x/y"}],
                 speculativeDecoding={"draftModel": {"uri": "hf://x/d"}},
+                engine={"maxNumSeqs": 1},
             ),
             "spec.speculativeDecoding",
             ["spec.loraAdapters"],
         ),
         (
             base(
-                engine={"maxModelLen": 2048},
+                engine={"maxModelLen": 2048, "maxNumSeqs": 1},
                 speculativeDecoding={"draftModel": {"uri": "hf://x/d"}, "maxModelLen": 4096},
             ),
             "spec.speculativeDecoding.maxModelLen",
             ["spec.engine.maxModelLen"],
         ),
         (
-            base(speculativeDecoding={"draftModel": {"uri": "hf://x/d"}, "maxModelLen": 8192}),  # engine default 4096
+            base(speculativeDecoding={"draftModel": {"uri": "hf://x/d"}, "maxModelLen": 8192},  # engine default 4096
+                 engine={"maxNumSeqs": 1}),
             "spec.speculativeDecoding.maxModelLen",
             [],
         ),
@@ -465,7 +467,7 @@ def _expect_rejected(raw: dict, field: str, *fragments: str) -> None:
             ["speculative decoding method draft needs stack neuron-2.23-vllm-0.7.2"],
         ),
         (
-            base(speculativeDecoding={"method": "eagle3", "draftModel": {"uri": "hf://x/d"}}),
+            base(speculativeDecoding={"method": "eagle3", "draftModel": {"uri": "hf://x/d"}}, engine={"maxNumSeqs": 1}),
             "spec.speculativeDecoding.method",
             ["method eagle3 needs stack neuron-2.32-vllm-neuron-0.24"],
         ),
@@ -474,6 +476,18 @@ def _expect_rejected(raw: dict, field: str, *fragments: str) -> None:
                  speculativeDecoding={"method": "eagle3", "draftModel": {"uri": "hf://x/d"}, "maxModelLen": 1024}),
             "spec.speculativeDecoding.maxModelLen",
             ["not used by eagle3"],
+        ),
+        # 2.23 stack limits read from the fork and the SDK 2.23 docs (stack features in neuron_runtime.stacks)
+        (
+            base(instanceType="trn1.32xlarge", tensorParallelSize=64, nodesPerReplica=2,
+                 loraAdapters=[{"name": "a", "uri": "hf://x/y"}]),
+            "spec.loraAdapters",
+            ["LoRA adapters with nodesPerReplica > 1 is supported by no stack", "does not send the adapter"],
+        ),
+        (
+            base(speculativeDecoding={"draftModel": {"uri": "hf://x/d"}}),  # maxNumSeqs defaults to 8
+            "spec.engine.maxNumSeqs",
+            ["speculative decoding with engine.maxNumSeqs > 1", "set engine.maxNumSeqs: 1"],
         ),
     ],
 )

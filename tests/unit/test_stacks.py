@@ -85,7 +85,8 @@ def test_the_operator_config_can_move_a_family_to_another_stack():
 def test_a_feature_the_default_stack_lacks_is_stalled_naming_the_stack_that_has_it():
     # eagle3 on trn2 passes CEL (a trn2 stack has it) but trn2's default stack is the 2.23 one
     raw = {"model": {"uri": "hf://o/m"}, "instanceType": "trn2.48xlarge", "tensorParallelSize": 16,
-           "speculativeDecoding": {"method": "eagle3", "draftModel": {"uri": "hf://o/eagle3"}}}
+           "speculativeDecoding": {"method": "eagle3", "draftModel": {"uri": "hf://o/eagle3"}},
+           "engine": {"maxNumSeqs": 1}}
     (p,) = problems(raw)
     assert p.reason == Reason.UNSUPPORTED_BY_STACK and p.field == "spec.speculativeDecoding.method"
     assert "not supported by stack neuron-2.23-vllm-0.7.2 (the operator's default stack for trn2)" in p.message

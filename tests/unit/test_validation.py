@@ -54,7 +54,8 @@ def only_problem(s, **kwargs) -> Problem:
             }
         ),
         spec(loraAdapters=[{"name": "sql", "uri": "pvc://adapters/sql"}], engine={"maxLoraRank": 32}),
-        spec(speculativeDecoding={"draftModel": {"uri": "hf://meta-llama/Llama-3.2-1B"}, "maxModelLen": 4096}),
+        spec(speculativeDecoding={"draftModel": {"uri": "hf://meta-llama/Llama-3.2-1B"}, "maxModelLen": 4096},
+             engine={"maxNumSeqs": 1}),
         spec(model={"uri": "pvc://models/llama/3.1"}, artifacts={"s3": {"uri": "s3://bucket/neuron"}}),
         spec(engine={"extraArgs": ["--max-log-len", "100", "--disable-log-requests"]}),
         spec(runtime={"resources": {"requests": {"cpu": "16", "memory": "128Gi"}}}),
@@ -202,7 +203,7 @@ def test_buckets_must_be_positive_integer_lists(value):
 
 def test_speculative_max_model_len_within_engine():
     p = only_problem(
-        spec(engine={"maxModelLen": 2048}, speculativeDecoding={"draftModel": {"uri": "hf://a/d"}, "maxModelLen": 4096})
+        spec(engine={"maxModelLen": 2048, "maxNumSeqs": 1}, speculativeDecoding={"draftModel": {"uri": "hf://a/d"}, "maxModelLen": 4096})
     )
     assert (p.field, p.reason) == ("spec.speculativeDecoding.maxModelLen", Reason.INVALID_SPECULATIVE_DECODING)
     assert "4096 exceeds spec.engine.maxModelLen (2048); use at most 2048" in p.message
@@ -210,7 +211,8 @@ def test_speculative_max_model_len_within_engine():
 
 def test_speculative_with_lora_is_rejected():
     p = only_problem(
-        spec(loraAdapters=[{"name": "a", "uri": "hf://a/l"}], speculativeDecoding={"draftModel": {"uri": "hf://a/d"}})
+        spec(loraAdapters=[{"name": "a", "uri": "hf://a/l"}], speculativeDecoding={"draftModel": {"uri": "hf://a/d"}},
+             engine={"maxNumSeqs": 1})
     )
     assert (p.field, p.reason) == ("spec.speculativeDecoding", Reason.INVALID_SPECULATIVE_DECODING)
     assert "spec.loraAdapters" in p.message
@@ -237,7 +239,7 @@ def test_revision_belongs_in_the_revision_field():
     p = only_problem(spec(model={"uri": "hf://org/name@v1"}))
     assert (p.field, p.reason) == ("spec.model.uri", Reason.INVALID_MODEL_URI)
     assert "set spec.model.revision: v1 instead" in p.message
-    p = only_problem(spec(speculativeDecoding={"draftModel": {"uri": "hf://org/draft@v2"}}))
+    p = only_problem(spec(speculativeDecoding={"draftModel": {"uri": "hf://org/draft@v2"}}, engine={"maxNumSeqs": 1}))
     assert "set spec.speculativeDecoding.draftModel.revision: v2 instead" in p.message
     # Adapters have no revision field, so @revision is how they pin one.
     assert problems_of(spec(loraAdapters=[{"name": "a", "uri": "hf://org/adapter@abc123"}])) == []
@@ -249,7 +251,7 @@ def test_pvc_uri_checked_for_drafts_and_adapters():
         for p in problems_of(spec(loraAdapters=[{"name": "a", "uri": "hf://x/y"}, {"name": "b", "uri": "pvc://c"}]))
     ]
     assert fields == ["spec.loraAdapters[1].uri"]
-    fields = [p.field for p in problems_of(spec(speculativeDecoding={"draftModel": {"uri": "pvc://c"}}))]
+    fields = [p.field for p in problems_of(spec(speculativeDecoding={"draftModel": {"uri": "pvc://c"}}, engine={"maxNumSeqs": 1}))]
     assert fields == ["spec.speculativeDecoding.draftModel.uri"]
     assert "pvc://<claim>/<path>" in problems_of(spec(model={"uri": "pvc://c"}))[0].message
 
@@ -312,3 +314,16 @@ def test_all_problems_are_reported_at_once():
         "spec.model.uri",
         "spec.artifacts",
     }
+
+
+def test_lora_across_nodes_is_rejected_saying_why():
+    p = only_problem(spec(tensorParallelSize=64, nodesPerReplica=2, loraAdapters=[{"name": "a", "uri": "hf://a/l"}]))
+    assert (p.field, p.reason) == ("spec.loraAdapters", Reason.UNSUPPORTED_BY_STACK)
+    assert "the 2.23 fork does not send the adapter to worker nodes; use nodesPerReplica: 1" in p.message
+
+
+def test_speculation_needs_one_sequence_on_the_2_23_stack():
+    p = only_problem(spec(speculativeDecoding={"draftModel": {"uri": "hf://a/d"}}, engine={"maxNumSeqs": 4}))
+    assert (p.field, p.reason) == ("spec.engine.maxNumSeqs", Reason.UNSUPPORTED_BY_STACK)
+    assert "set engine.maxNumSeqs: 1" in p.message
+    assert problems_of(spec(speculativeDecoding={"draftModel": {"uri": "hf://a/d"}}, engine={"maxNumSeqs": 1})) == []

@@ -747,6 +747,7 @@ class StackFeatureRule:
     cel: str
     used: Callable[["NeuronInferenceServiceSpec"], bool]
     supported: Callable[[StackFeatures], bool]
+    why: str = ""  # what to change where a stack that has the feature cannot serve the rest of the spec
 
     @property
     def stacks(self) -> tuple[str, ...]:
@@ -774,6 +775,17 @@ STACK_FEATURE_RULES: tuple[StackFeatureRule, ...] = (
                      lambda spec: spec.engine.max_num_batched_tokens is not None,
                      lambda f: f.max_num_batched_tokens),
     *(_speculative_rule(m) for m in SPECULATIVE_METHODS),
+    StackFeatureRule(".loraAdapters", "LoRA adapters with nodesPerReplica > 1",
+                     "has(self.loraAdapters) && size(self.loraAdapters) > 0 && self.nodesPerReplica > 1",
+                     lambda spec: bool(spec.lora_adapters) and spec.nodes_per_replica > 1,
+                     lambda f: f.multi_node_lora,
+                     why="the 2.23 fork does not send the adapter to worker nodes; use nodesPerReplica: 1"),
+    StackFeatureRule(".engine.maxNumSeqs", "speculative decoding with engine.maxNumSeqs > 1",
+                     "has(self.speculativeDecoding) && self.engine.maxNumSeqs > 1",
+                     lambda spec: spec.speculative_decoding is not None and spec.engine.max_num_seqs > 1,
+                     lambda f: f.speculative_batching,
+                     why=("on neuron-2.23-vllm-0.7.2 NxD Inference through vLLM speculates one sequence at a time; "
+                          "set engine.maxNumSeqs: 1")),
 )
 
 
@@ -808,7 +820,7 @@ def _stack_rules() -> list[dict[str, str]]:
             "message": (
                 f"spec{field}: {what} needs stack {', '.join(stacks)} ({', '.join(families)} instance types)"
                 if stacks else f"spec{field}: {what} is supported by no stack"
-            ),
+            ) + (f": {feature.why}" if feature.why else ""),
             "fieldPath": field,
         })
     rules.append({

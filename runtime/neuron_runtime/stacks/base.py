@@ -30,6 +30,8 @@ class StackFeatures:
     cpu_compile_speculative: bool  # ... also when speculative decoding is on
     data_parallel: bool  # spec.dataParallelSize > 1 (several engine replicas in one pod)
     max_num_batched_tokens: bool  # spec.engine.maxNumBatchedTokens
+    multi_node_lora: bool  # LoRA adapters with nodesPerReplica > 1
+    speculative_batching: bool  # speculative decoding with maxNumSeqs > 1 (continuous batching)
 
     def as_dict(self) -> dict:
         return {
@@ -41,6 +43,8 @@ class StackFeatures:
             "cpuCompileSpeculative": self.cpu_compile_speculative,
             "dataParallel": self.data_parallel,
             "maxNumBatchedTokens": self.max_num_batched_tokens,
+            "multiNodeLora": self.multi_node_lora,
+            "speculativeBatching": self.speculative_batching,
         }
 
 

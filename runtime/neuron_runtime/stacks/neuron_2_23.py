@@ -128,6 +128,13 @@ NEURON_2_23_VLLM_0_7_2 = NxdiStackProfile(
         cpu_compile_speculative=False,
         data_parallel=False,  # the fork's Neuron platform runs one engine per process (F23 platforms/neuron.py)
         max_num_batched_tokens=False,  # NxDI buckets are set in override_neuron_config instead
+        # F23 vllm/worker/neuron_model_runner.py ModelInputForNeuron.as_broadcastable_tensor_dict leaves adapter_ids
+        # out of what rank 0 broadcasts, so worker nodes would compute without the adapter.
+        multi_node_lora=False,
+        # SDK23 libraries/nxd-inference/developer_guides/migrate-from-tnx-to-nxdi.rst "Features currently not
+        # supported in NxD Inference through vLLM": "concurrency > 1 support for speculation"; the fork's
+        # neuronx_distributed.py _get_default_speculation_config builds it without continuous batching.
+        speculative_batching=False,
     ),
     default_image="public.ecr.aws/neuron-operator/neuron-runtime:0.1.0-neuron2.23",
     dockerfile="Dockerfile.neuron",

@@ -127,6 +127,10 @@ NEURON_2_32_VLLM_NEURON_0_24 = PluginStackProfile(
         cpu_compile_speculative=False,
         data_parallel=True,  # guides/features-guide.md "Tensor, data, and expert parallelism"
         max_num_batched_tokens=True,  # tutorials/tutorial-llama3-70b.md --max-num-batched-tokens
+        multi_node_lora=False,  # neither LoRA nor multi-node here
+        # tutorials/tutorial-eagle3-speculative-decoding-llama-3-1.md serves EAGLE3 with --max-num-seqs 2;
+        # design/speculation/speculative_decoding_design.md's example uses max_num_seqs=4.
+        speculative_batching=True,
     ),
     default_image="public.ecr.aws/neuron-operator/neuron-runtime:0.1.0-neuron2.32-vllm-neuron0.24",
     dockerfile="Dockerfile.vllm-neuron",
