@@ -2,8 +2,9 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 PYTEST_ARGS ?=
+N ?= 100
 
-.PHONY: help install testenv cluster-up cluster-down cluster-status crds test test-unit test-e2e demo demo-down bench
+.PHONY: help install testenv cluster-up cluster-down cluster-status crds test test-unit test-e2e demo demo-down bench bench-scale test-chaos
 
 help:
 	@echo "make demo            local simulated cluster + operator + examples/llama.yaml, Compiling -> Ready"
@@ -13,6 +14,8 @@ help:
 	@echo "make cluster-status  processes, API health, simulated nodes"
 	@echo "make crds            regenerate crds/, the chart's copy and docs/reference.md from the pydantic models"
 	@echo "make bench           measure apply->children/Ready times and API writes per service"
+	@echo "make bench-scale N=100  N services in one apply vs. the same children without the operator (the floor)"
+	@echo "make test-chaos      failure suite: operator SIGKILLs, API server restart, generated specs; prints figures"
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -48,3 +51,9 @@ demo: install testenv
 
 bench: install testenv
 	$(PYTHON) -m tests.bench.bench_converge
+
+bench-scale: install testenv
+	$(PYTHON) -m tests.bench.bench_scale --services $(N)
+
+test-chaos: install testenv
+	$(PYTHON) -m pytest tests/chaos $(PYTEST_ARGS)
