@@ -106,11 +106,14 @@ class Metrics:
 
     requests: dict[tuple[str, str], float] = field(default_factory=dict)
     passes: Optional[float] = None  # None: the operator does not export neuron_operator_reconcile_duration_seconds
+    errors: dict[str, float] = field(default_factory=dict)  # failed passes by reason (reconcile_errors_total)
 
     def __sub__(self, other: "Metrics") -> "Metrics":
         keys = set(self.requests) | set(other.requests)
         passes = None if self.passes is None or other.passes is None else self.passes - other.passes
-        return Metrics({k: self.requests.get(k, 0) - other.requests.get(k, 0) for k in keys}, passes)
+        errors = {k: self.errors.get(k, 0) - other.errors.get(k, 0) for k in set(self.errors) | set(other.errors)}
+        return Metrics({k: self.requests.get(k, 0) - other.requests.get(k, 0) for k in keys}, passes,
+                       {k: v for k, v in errors.items() if v})
 
     def by_verb(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -143,6 +146,11 @@ def parse_metrics(text: str) -> Metrics:
                 if s.name.endswith("_total"):
                     key = (s.labels.get("verb", "?"), s.labels.get("code", "?"))
                     metrics.requests[key] = metrics.requests.get(key, 0) + s.value
+        elif family.name == "neuron_operator_reconcile_errors":
+            for s in family.samples:
+                if s.name.endswith("_total") and s.value:
+                    reason = s.labels.get("reason", "?")
+                    metrics.errors[reason] = metrics.errors.get(reason, 0) + s.value
         elif family.name == "neuron_operator_reconcile_duration_seconds":
             for s in family.samples:
                 if s.name.endswith("_count"):

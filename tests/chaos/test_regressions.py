@@ -1,0 +1,23 @@
+"""Operator bugs the failure suite found, each reproduced on its own (strict xfail: the test fails today and
+starts failing the suite as XPASS the day the bug is fixed, so the marker gets removed with the fix).
+`pytest tests/chaos/test_regressions.py --runxfail` shows the failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from .scenario import apply, service, wait_ready
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the operator sends server-side apply bodies as json.dumps() output (ASCII, so U+1F999 becomes the surrogate "
+    "pair escape \\ud83e\\udd99); the API server decodes apply patches as YAML, which refuses surrogate escapes "
+    "('yaml: found invalid Unicode character escape code', 400). The Deployment is never applied; the pass is "
+    "retried with backoff forever and the service stays Compiling, Stalled=False, with no message saying why"))
+@pytest.mark.parametrize("field", ["podAnnotations", "env"])
+def test_astral_plane_character_in_a_child_field_reaches_ready(api, namespace, operator, field):
+    # Both are free text the API accepts and the operator copies into the serving Deployment's pod template.
+    runtime = ({"podAnnotations": {"team/note": "llama \U0001F999"}} if field == "podAnnotations"
+               else {"env": [{"name": "GREETING", "value": "hi \U0001F999"}]})
+    apply(namespace, [service("emoji", runtime=runtime)])
+    wait_ready(api, namespace, ["emoji"], timeout=20)  # an unaffected service is Ready in 2-8 s
