@@ -8,7 +8,7 @@ N ?= 100
 
 help:
 	@echo "make demo            local simulated cluster + operator + examples/llama.yaml, Compiling -> Ready"
-	@echo "make test            unit + e2e tests on the real local control plane (builds it on first use)"
+	@echo "make test            unit, failure-suite and e2e tests on the real local control plane (builds it on first use)"
 	@echo "make cluster-up      start the local control plane (kubeconfig: .testenv/kubeconfig)"
 	@echo "make cluster-down    stop it (and a demo operator) and wipe its state"
 	@echo "make cluster-status  processes, API health, simulated nodes"

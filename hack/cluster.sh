@@ -6,8 +6,8 @@
 #   hack/cluster.sh down     stop every process by its pid file and wipe the state
 #   hack/cluster.sh status   show processes, API health and nodes
 #   hack/cluster.sh restart-apiserver [SECONDS]
-#                            SIGKILL kube-apiserver, keep it down SECONDS (default 0), start it again with the same
-#                            flags and wait for /readyz (the failure suite's "API server restarted under the operator")
+#                            SIGKILL kube-apiserver (unless already dead), keep it down SECONDS (default 0), start it
+#                            again with the same flags and wait for /readyz (the failure suite's API server restart)
 #
 # State, logs and pid files live in $TESTENV_DIR (default .testenv/); kubeconfig: $TESTENV_DIR/kubeconfig.
 # Ports are configurable: TESTENV_ETCD_PORT, TESTENV_ETCD_PEER_PORT, TESTENV_APISERVER_PORT,
@@ -189,11 +189,13 @@ down() {
 restart_apiserver() {
   BIN=$(bin_dir)
   local downtime=${1:-0} pid k="$BIN/kubectl --kubeconfig=$D/kubeconfig"
-  alive kube-apiserver || { log "kube-apiserver is not running"; return 1; }
+  [ -f "$D/kube-apiserver.pid" ] || { log "no kube-apiserver pid file in $D: is the cluster up?"; return 1; }
   pid=$(cat "$D/kube-apiserver.pid")
-  kill -9 "$pid"
-  for _ in $(seq 1 100); do gone "$pid" && break; sleep 0.05; done
-  log "killed kube-apiserver (pid $pid); down for ${downtime}s"
+  if alive kube-apiserver; then
+    kill -9 "$pid"
+    for _ in $(seq 1 100); do gone "$pid" && break; sleep 0.05; done
+    log "killed kube-apiserver (pid $pid); down for ${downtime}s"
+  fi
   sleep "$downtime"
   mv -f "$D/kube-apiserver.log" "$D/kube-apiserver.log.prev"
   start_apiserver

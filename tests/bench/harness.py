@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pathlib
 import signal
 import socket
@@ -69,7 +70,13 @@ def cluster_down() -> None:
     subprocess.run([str(ROOT / "hack" / "cluster.sh"), "down"], check=False)
 
 
+def kill_apiserver() -> None:
+    """SIGKILL kube-apiserver now (by its pid file), without waiting for anything."""
+    os.kill(int((TESTENV / "kube-apiserver.pid").read_text().split()[0]), signal.SIGKILL)
+
+
 def restart_apiserver(downtime: float = 0) -> None:
+    """SIGKILL kube-apiserver (if still alive), keep it down ``downtime`` s, start it with the same flags, wait."""
     subprocess.run([str(ROOT / "hack" / "cluster.sh"), "restart-apiserver", str(downtime)], check=True)
 
 
@@ -270,12 +277,23 @@ class OperatorProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def tracebacks(self) -> list[str]:
-        """Every Python traceback in the log of any incarnation, each with a few lines of context."""
-        lines = self.log_text().splitlines()
-        out = []
-        for i, line in enumerate(lines):
-            if TRACEBACK in line:
-                out.append("\n".join(lines[max(0, i - 2):i + 30]))
+        """Every Python traceback in the log of any incarnation: the log record that announced it plus the whole
+        chain ("The above exception was the direct cause ..."), up to the next log record."""
+        out: list[str] = []
+        block: Optional[list[str]] = None
+        previous = ""
+        for line in self.log_text().splitlines():
+            if block is not None:
+                if re.match(r"^\[\d{4}-\d\d-\d\d ", line) or line.startswith("====="):
+                    out.append("\n".join(block))
+                    block = None
+                else:
+                    block.append(line)
+            if block is None and TRACEBACK in line:
+                block = [previous, line]
+            previous = line
+        if block is not None:
+            out.append("\n".join(block))
         return out
 
 

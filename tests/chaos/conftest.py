@@ -19,7 +19,9 @@ from tests.bench.harness import (Api, OperatorProcess, apply_nodes, artifact_sto
                                  delete_nodes, sh)
 
 NODE_TAG = "chaos-"
-EXTRA_NODES = "inf2.xlarge=24"  # one device each: 12 services compile while 12 older revisions keep serving
+# One device each; enough that a test never waits for the devices of the previous test's namespace, which is
+# deleted in the background (waiting for it would cost 5-25 s per test).
+EXTRA_NODES = "inf2.xlarge=40"
 _FIGURES: list[tuple[str, str, str]] = []  # (scenario, figure, value)
 
 
@@ -58,14 +60,19 @@ def rng(request) -> random.Random:
     return random.Random(f"{SEED}-{request.node.name}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chaos_cluster():
-    """The control plane (started here unless running: then it is left running) with the extra nodes."""
+    """The control plane (started here unless running: then it is left running) with the extra nodes, for this
+    package only: `make test` runs the e2e tier next, which must find the cluster as it would without us."""
     env_before = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
     reused = cluster_up()
     apply_nodes(EXTRA_NODES, NODE_TAG)
     sh("kubectl", "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=120s")
     yield Api()
+    if reused:  # leave a running cluster clean: our namespaces gone (their pods hold devices), our nodes too
+        for ns in sh("kubectl", "get", "namespaces", "-o", "name").split():
+            if ns.startswith("namespace/chaos-"):
+                sh("kubectl", "delete", ns, "--timeout=180s", check=False)
     delete_nodes(NODE_TAG)
     for key, value in env_before.items():
         if value is None:
@@ -87,13 +94,12 @@ def _slug(name: str) -> str:
 
 @pytest.fixture
 def namespace(api, request):
-    """A fresh chaos-* namespace with a bound RWX claim named 'artifacts'; deleted afterwards, and waited for so the
-    next test finds every node's device free."""
+    """A fresh chaos-* namespace with a bound RWX claim named 'artifacts'; deleted afterwards (not waited for)."""
     name = f"chaos-{_slug(request.node.name.removeprefix('test_'))}-{uuid.uuid4().hex[:4]}"
     sh("kubectl", "create", "namespace", name)
     artifact_store(name, f"{name}-artifacts")
     yield name
-    sh("kubectl", "delete", "namespace", name, "--timeout=180s", check=False)
+    sh("kubectl", "delete", "namespace", name, "--wait=false", check=False)
     sh("kubectl", "delete", "pv", f"{name}-artifacts", "--wait=false", check=False)
 
 

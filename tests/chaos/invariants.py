@@ -12,6 +12,7 @@ generation; a Stalled service has no children; the operator's log holds no Pytho
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,32 @@ class Snapshot:
     # checked against a render (e.g. one the render could not take), None means "must have no children".
     expected: dict[str, Optional[set[tuple[str, str]]]] = field(default_factory=dict)
     tracebacks: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)  # tracebacks of known bugs (KNOWN_TRACEBACKS), reported only
+
+
+# Operator bugs with a reproduction of their own (tests/chaos/test_regressions.py): a traceback matching one is
+# reported in the figures, not failed on, so the scenarios keep checking everything else. (test, what, pattern)
+KNOWN_TRACEBACKS = [
+    ("tests/chaos/test_regressions.py::test_api_server_gone_mid_pass_leaves_no_traceback",
+     "a pass that cannot reach the API server is logged as 'reconcile ... failed' with a traceback "
+     "(connection errors are not classified as transient)",
+     re.compile(r"reconcile of \S+ failed\nTraceback[\s\S]*(NewConnectionError|ProtocolError|ConnectionResetError|"
+                r"MaxRetryError|RemoteDisconnected|Connection refused)")),
+]
+
+
+def split_known(tracebacks: list[str]) -> tuple[list[str], list[str]]:
+    """(unexplained tracebacks, one line per known bug seen)."""
+    unknown, known = [], {}
+    for tb in tracebacks:
+        for test, what, pattern in KNOWN_TRACEBACKS:
+            if pattern.search(tb):
+                known[test] = known.get(test, 0) + 1
+                break
+        else:
+            unknown.append(tb)
+    return unknown, [f"{n} x {next(w for t, w, _ in KNOWN_TRACEBACKS if t == test)} (see {test})"
+                     for test, n in known.items()]
 
 
 def _alive(obj: dict) -> bool:
@@ -154,8 +181,8 @@ def collect(api: Api, namespace: str, operator: Optional[OperatorProcess] = None
     for kind, (api_version, plural) in CHILD_KINDS.items():
         items, _ = api.list(api_version, plural, namespace)
         children += [{**item, "kind": kind} for item in items]
-    snapshot = Snapshot(services=services, jobs=jobs, children=children,
-                        tracebacks=operator.tracebacks() if operator else [])
+    unknown, known = split_known(operator.tracebacks() if operator else [])
+    snapshot = Snapshot(services=services, jobs=jobs, children=children, tracebacks=unknown, known=known)
     settled = [s for s in services if not stalled(s) and (s.get("status") or {}).get("phase") == "Ready"]
     if compare_render:
         snapshot.expected = render_names(settled)
@@ -199,4 +226,6 @@ def summary(held: Held) -> str:
             f"{len(held.snapshot.children)} other children")
     if held.transient:
         text += f"; first look: {len(held.transient)} transient, e.g. {held.transient[0][:160]!r}"
+    if held.snapshot.known:
+        text += f"; KNOWN BUGS: {'; '.join(held.snapshot.known)}"
     return text

@@ -85,14 +85,14 @@ def _outcome(svc: dict) -> str | None:
 
 def _wait_for_workloads(api, namespace: str, names: set[str]) -> dict[str, str]:
     """Services whose compile Job succeeded more than WORKLOAD_GRACE s ago and still have no serving workload
-    (and no Stalled message saying why), after waiting up to a minute for them to get one."""
-    deadline = time.monotonic() + 60
+    (and no Stalled message saying why). Waits, up to two minutes, while a Job succeeded more recently."""
+    deadline = time.monotonic() + 120
     while True:
         jobs = {j["metadata"]["name"]: j for j in api.list("batch/v1", "jobs", namespace)[0]}
         workloads = {r["name"] for plural in ("deployments", "statefulsets")
                      for o in api.list("apps/v1", plural, namespace)[0]
                      for r in o["metadata"].get("ownerReferences") or [] if r.get("controller")}
-        stuck = {}
+        stuck, waiting = {}, 0
         now = time.time()
         for svc in list_services(api, namespace):
             name, status = svc["metadata"]["name"], svc.get("status") or {}
@@ -101,11 +101,13 @@ def _wait_for_workloads(api, namespace: str, names: set[str]) -> dict[str, str]:
             if name not in names or stalled(svc) or name in workloads or not done:
                 continue
             age = now - calendar.timegm(time.strptime(done, "%Y-%m-%dT%H:%M:%SZ"))
-            if age > WORKLOAD_GRACE:
-                stuck[name] = (f"compile Job {job['metadata']['name']} succeeded {age:.0f}s ago but no serving "
-                               f"workload, and not Stalled (phase {status.get('phase')}: "
-                               f"{[c.get('message') for c in status.get('conditions') or [] if c['type'] == 'Ready']})")
-        if not stuck or time.monotonic() > deadline:
+            if age <= WORKLOAD_GRACE:
+                waiting += 1
+                continue
+            ready = [c.get("message") for c in status.get("conditions") or [] if c["type"] == "Ready"]
+            stuck[name] = (f"compile Job {job['metadata']['name']} succeeded {age:.0f}s ago but no serving "
+                           f"workload, and not Stalled (phase {status.get('phase')}: {ready})")
+        if not waiting or time.monotonic() > deadline:
             return stuck
         time.sleep(3)
 
