@@ -91,6 +91,20 @@ def apply_nodes(spec: str, tag: str) -> str:
     return manifests
 
 
+def wait_nodes_ready(timeout: float = 300) -> None:
+    """Every node Ready (one LIST per second: `kubectl wait nodes --all` takes minutes with 1,000 nodes)."""
+    api = Api()
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes, _ = api.list("v1", "nodes", None)
+        pending = [n["metadata"]["name"] for n in nodes if (condition(n, "Ready") or {}).get("status") != "True"]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} nodes not Ready after {timeout:.0f}s, e.g. {pending[:5]}")
+        time.sleep(1)
+
+
 def delete_nodes(tag: str) -> None:
     names = [n for n in sh("kubectl", "get", "nodes", "-o", "name").split() if f"-{tag}" in n]
     if names:

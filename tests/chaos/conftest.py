@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from tests.bench.harness import (Api, OperatorProcess, apply_nodes, artifact_store, cluster_down, cluster_up,
-                                 delete_nodes, sh)
+                                 delete_nodes, sh, wait_nodes_ready)
 
 NODE_TAG = "chaos-"
 # One device each; enough that a test never waits for the devices of the previous test's namespace, which is
@@ -67,7 +67,7 @@ def chaos_cluster():
     env_before = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
     reused = cluster_up()
     apply_nodes(EXTRA_NODES, NODE_TAG)
-    sh("kubectl", "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=120s")
+    wait_nodes_ready(120)
     yield Api()
     if reused:  # leave a running cluster clean: our namespaces gone (their pods hold devices), our nodes too
         for ns in sh("kubectl", "get", "namespaces", "-o", "name").split():
