@@ -253,3 +253,21 @@ def generate(strategy: st.SearchStrategy[Any], count: int, random_seed: int) -> 
 
     collect()
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the corpus as one JSON array. The failure suite generates it in a fresh process: in-process, the same
+    seed gave another corpus depending on which tests had run before in the session."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args(argv)
+    json.dump(generate(all_specs(), args.count, args.seed), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
