@@ -1,6 +1,7 @@
 # neuron-operator developer entry points. `make demo` and `make test` work on a fresh machine.
 SHELL := /bin/bash
 PYTEST_ARGS ?=
+N ?= 100
 
 # Everything Python runs from a project virtualenv, so a distribution's "externally managed" (PEP 668) python3
 # works as well as a private one. PYTHON is only the interpreter the venv is made from: the first Python >= 3.10
@@ -16,17 +17,19 @@ VENV_ENV := PATH="$(VENV_BIN):$$PATH" PYTHON="$(VENV_PYTHON)"
 # Set when PYTHON came from the command line or the environment: an existing venv made from another one is rebuilt.
 PYTHON_PINNED := $(filter command line environment,$(origin PYTHON))
 
-.PHONY: help venv install testenv cluster-up cluster-down cluster-status crds test test-unit test-e2e test-s3 demo demo-down bench
+.PHONY: help venv install testenv cluster-up cluster-down cluster-status crds test test-unit test-e2e test-s3 demo demo-down bench bench-scale test-chaos
 
 help:
 	@echo "make demo            local simulated cluster + operator + examples/llama.yaml, Compiling -> Ready"
-	@echo "make test            unit + S3 + e2e tests on real local servers (builds them on first use)"
+	@echo "make test            unit, S3, failure-suite and e2e tests on real local servers (builds them on first use)"
 	@echo "make cluster-up      start the local control plane (kubeconfig: .testenv/kubeconfig)"
 	@echo "make cluster-down    stop it (and a demo operator) and wipe its state"
 	@echo "make cluster-status  processes, API health, simulated nodes"
 	@echo "make crds            regenerate crds/, the chart's copy and docs/reference.md from the pydantic models"
 	@echo "make bench           measure apply->children/Ready times, API writes per service, S3 fetch vs disk MB/s"
 	@echo "make venv            create $(VENV) and install the project into it (done by every target that needs it)"
+	@echo "make bench-scale N=100  N services in one apply vs. the same children without the operator (the floor)"
+	@echo "make test-chaos      failure suite: operator SIGKILLs, API server restart, generated specs; prints figures"
 
 # (Re)creates the venv when missing, broken or made from another pinned interpreter; reinstalls the project
 # only when pyproject.toml is newer than the stamp.
@@ -85,3 +88,9 @@ demo: venv testenv
 bench: venv testenv
 	$(VENV_ENV) $(VENV_PYTHON) -m tests.bench.bench_converge
 	$(VENV_ENV) $(VENV_PYTHON) -m tests.bench.bench_s3
+
+bench-scale: venv testenv
+	$(VENV_ENV) $(VENV_PYTHON) -m tests.bench.bench_scale --services $(N)
+
+test-chaos: venv testenv
+	$(VENV_ENV) $(VENV_PYTHON) -m pytest tests/chaos $(PYTEST_ARGS)

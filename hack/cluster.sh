@@ -5,11 +5,18 @@
 #   hack/cluster.sh up       start (idempotent: a healthy cluster is reused, a half-started one is cleaned up)
 #   hack/cluster.sh down     stop every process by its pid file and wipe the state
 #   hack/cluster.sh status   show processes, API health and nodes
+#   hack/cluster.sh restart-apiserver [SECONDS]
+#                            SIGKILL kube-apiserver (unless already dead), keep it down SECONDS (default 0), start it
+#                            again with the same flags and wait for /readyz (the failure suite's API server restart)
 #
 # State, logs and pid files live in $TESTENV_DIR (default .testenv/); kubeconfig: $TESTENV_DIR/kubeconfig.
 # Ports are configurable: TESTENV_ETCD_PORT, TESTENV_ETCD_PEER_PORT, TESTENV_APISERVER_PORT,
 # TESTENV_KCM_PORT, TESTENV_SCHEDULER_PORT (keep them below 32768, Linux's ephemeral port range, or an outgoing
 # connection may hold one). Nodes: TESTENV_NODES='trn1.32xlarge=2,...' (default: catalog).
+# Scale: the Service range is a /16 (10.0.0.1, the kubernetes Service, stays in the certificate), so thousands of
+# Services fit; kwok's client is unthrottled and nodes allow 110 pods. TESTENV_DISABLE_QPS_LIMITS=1 lifts the
+# controller-manager's and scheduler's client rate limits (20 and 50 requests/s by default), as kwokctl's
+# --disable-qps-limits does, for benchmarks whose floor should not be those two clients.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 D=${TESTENV_DIR:-$ROOT/.testenv}
@@ -19,12 +26,15 @@ API_PORT=${TESTENV_APISERVER_PORT:-16443}
 KCM_PORT=${TESTENV_KCM_PORT:-20257}
 SCHED_PORT=${TESTENV_SCHEDULER_PORT:-20259}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+SERVICE_CIDR=10.0.0.0/16
 PYTHON=${PYTHON:-python3}
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 bin_dir() { "$ROOT/hack/testenv-build.sh" | tail -1; }
 
 alive() { local f="$D/$1.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+# A killed process whose parent (this script's earlier run) is gone may linger as a zombie until reaped.
+gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 
 stop_all() {
   # Reverse start order: kwok first, etcd last, each by its own pid.
@@ -116,6 +126,22 @@ wait_for() { # component timeout-seconds command...
   log "$what ready after $((SECONDS - start))s"
 }
 
+start_apiserver() {
+  local p=$D/pki
+  start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+    --service-cluster-ip-range=$SERVICE_CIDR --authorization-mode=Node,RBAC --allow-privileged=true \
+    --enable-admission-plugins=NodeRestriction,ServiceAccount \
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key" \
+    --endpoint-reconciler-type=none --profiling=false --v=1
+}
+
 up() {
   BIN=$(bin_dir)
   mkdir -p "$D"
@@ -139,22 +165,12 @@ up() {
     --unsafe-no-fsync --quota-backend-bytes=2147483648 --auto-compaction-retention=1 --log-level=warn
   wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
-  start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
-    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=Node,RBAC --allow-privileged=true \
-    --enable-admission-plugins=NodeRestriction,ServiceAccount \
-    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key" \
-    --endpoint-reconciler-type=none --profiling=false --v=1
+  start_apiserver
   wait_for kube-apiserver 120 $k get --raw=/readyz
 
   local common=(--kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc"
                 --leader-elect=false --bind-address=127.0.0.1 --profiling=false)
+  [ -n "${TESTENV_DISABLE_QPS_LIMITS:-}" ] && common+=(--kube-api-qps=5000 --kube-api-burst=10000)
   # --use-service-account-credentials=false: every controller loop uses the admin client, so no per-controller
   # tokens are needed; the serviceaccount-token controller still runs because the signing key is given.
   start kube-controller-manager "$BIN/kube-controller-manager" "${common[@]}" --secure-port="$KCM_PORT" \
@@ -192,6 +208,22 @@ down() {
   log "cluster stopped"
 }
 
+restart_apiserver() {
+  BIN=$(bin_dir)
+  local downtime=${1:-0} pid k="$BIN/kubectl --kubeconfig=$D/kubeconfig"
+  [ -f "$D/kube-apiserver.pid" ] || { log "no kube-apiserver pid file in $D: is the cluster up?"; return 1; }
+  pid=$(cat "$D/kube-apiserver.pid")
+  if alive kube-apiserver; then
+    kill -9 "$pid"
+    for _ in $(seq 1 100); do gone "$pid" && break; sleep 0.05; done
+    log "killed kube-apiserver (pid $pid); down for ${downtime}s"
+  fi
+  sleep "$downtime"
+  mv -f "$D/kube-apiserver.log" "$D/kube-apiserver.log.prev"
+  start_apiserver
+  wait_for kube-apiserver 120 $k get --raw=/readyz
+}
+
 status() {
   BIN=$(bin_dir)
   local c
@@ -216,5 +248,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  restart-apiserver) restart_apiserver "${2:-0}" ;;
+  *) echo "usage: $0 up|down|status|restart-apiserver [SECONDS]" >&2; exit 2 ;;
 esac

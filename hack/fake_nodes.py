@@ -51,9 +51,9 @@ def _node(name: str, labels: dict, capacity: dict, taints: list) -> dict:
     return node
 
 
-def neuron_node(instance: InstanceType, index: int) -> dict:
+def neuron_node(instance: InstanceType, index: int, tag: str = "") -> dict:
     short = instance.name.replace(".", "-")
-    name = f"{short}-{index}"
+    name = f"{short}-{tag}{index}"
     capacity = {
         "cpu": str(instance.vcpu),
         "memory": f"{instance.memory_gib}Gi",
@@ -76,10 +76,11 @@ def cpu_node(node: CpuNode) -> dict:
     return _node(node.name, _labels(node.name, node.instance_type, ZONES[0], group), capacity, [])
 
 
-def cluster_nodes(spec: list[tuple[str, int]], cpu_nodes: int | None = None) -> list[dict]:
-    """Neuron nodes per ``spec`` plus the first ``cpu_nodes`` CPU nodes of the catalog (all when None)."""
+def cluster_nodes(spec: list[tuple[str, int]], cpu_nodes: int | None = None, tag: str = "") -> list[dict]:
+    """Neuron nodes per ``spec`` plus the first ``cpu_nodes`` CPU nodes of the catalog (all when None); ``tag``
+    goes into the Neuron node names so extra nodes never replace the default ones."""
     catalog = load_catalog()
-    nodes = [neuron_node(catalog.get(t), i) for t, count in spec for i in range(count)]
+    nodes = [neuron_node(catalog.get(t), i, tag) for t, count in spec for i in range(count)]
     nodes += [cpu_node(n) for n in catalog.cpu_nodes[:cpu_nodes]]
     return nodes
 
@@ -98,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", help="instance types and counts, e.g. 'trn1.32xlarge=2,inf2.xlarge=1' "
                         "(default: the catalog's defaultCluster)")
     parser.add_argument("--cpu-nodes", type=int, default=None, help="how many of the catalog's CPU nodes (default: all)")
+    parser.add_argument("--tag", default="", help="infix of the Neuron node names, e.g. 'bench-' -> inf2-xlarge-bench-0")
     args = parser.parse_args(argv)
     spec = _parse_spec(args.nodes) if args.nodes else list(load_catalog().default_cluster)
-    yaml.safe_dump_all(cluster_nodes(spec, args.cpu_nodes), sys.stdout, sort_keys=False)
+    yaml.safe_dump_all(cluster_nodes(spec, args.cpu_nodes, args.tag), sys.stdout, sort_keys=False)
     return 0
 
 
