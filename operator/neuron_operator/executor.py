@@ -75,10 +75,11 @@ class Executor:
         try:
             self._remember(self.client.apply(dict(manifest)))
         except ApiError as err:
-            if err.status != 422:
+            if err.status not in (400, 422):
                 raise
             # The API server rejects our manifest merged with someone else's edit (e.g. a Service port added by hand
-            # under our port's name): report it instead of retrying forever, and go on with the rest.
+            # under our port's name), or a body it cannot decode (400): retrying cannot help, so report it and go on
+            # with the rest.
             name = manifest["metadata"]["name"]
             outcome.rejected.append(f"{manifest['kind']} {name} was rejected by the API server: {err.message}. Revert "
                                     f"the manual edit or delete {manifest['kind']} {name}; the operator recreates it")

@@ -68,8 +68,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             except RetryLater as exc:
                 metrics.RECONCILE_ERRORS.labels(reason="retry").inc()
                 raise RetryableError(str(exc), exc.delay) from None
-            except ApiError as exc:
-                metrics.RECONCILE_ERRORS.labels(reason=f"api_{exc.status}").inc()
+            except ApiError as exc:  # an answer from the API server, or none (restarting): retried with backoff
+                metrics.RECONCILE_ERRORS.labels(reason="unreachable" if exc.unreachable else f"api_{exc.status}").inc()
                 raise RetryableError(str(exc)) from None
             except Exception:
                 metrics.RECONCILE_ERRORS.labels(reason="exception").inc()

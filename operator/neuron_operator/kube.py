@@ -8,13 +8,15 @@ verb (metrics, and "how many writes does a service cost" in benchmarks).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 from urllib.parse import quote, urlencode
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -53,6 +55,26 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+    @property
+    def unreachable(self) -> bool:
+        """No HTTP answer at all (API server down or restarting): transient by nature."""
+        return self.status == UNREACHABLE
+
+
+UNREACHABLE = 0  # ApiError.status when the API server never answered
+
+# Characters sent escaped in apply bodies. The API server decodes apply patches as YAML, which takes any printable
+# character raw but refuses JSON's surrogate-pair escapes (json.dumps writes U+1F999 as \ud83e\udd99: 400
+# "found invalid Unicode character escape code"); YAML does not allow C1 controls, BOM-like and lone surrogate
+# code points raw, so those stay \u-escaped exactly as before.
+_ESCAPED_IN_APPLY = re.compile("[\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff]")
+
+
+def apply_body(obj: Mapping[str, Any]) -> bytes:
+    """A server-side apply body: JSON (valid YAML) in UTF-8 with non-ASCII characters raw. Pure."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return _ESCAPED_IN_APPLY.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 @dataclass
@@ -134,6 +156,8 @@ class KubeClient:
         except ApiException as exc:
             status = exc.status or 0
             raise _api_error(exc) from None
+        except urllib3.exceptions.HTTPError as exc:  # connection refused/reset, timeouts: no answer at all
+            raise ApiError(UNREACHABLE, "Unreachable", f"{method} {path}: {exc.__class__.__name__}") from None
         finally:
             self.stats.add(verb)
             if self._observer:
@@ -176,8 +200,8 @@ class KubeClient:
         meta = obj["metadata"]
         path = self.path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         query = {"fieldManager": C.FIELD_MANAGER, "force": "true" if force else "false"}
-        # A JSON document is valid YAML; passing a string keeps the client from re-encoding it.
-        return self._request("apply", obj["kind"], "PATCH", path, query, json.dumps(obj),
+        # A JSON document is valid YAML; passing bytes keeps the client from re-encoding it.
+        return self._request("apply", obj["kind"], "PATCH", path, query, apply_body(obj),
                              content_type="application/apply-patch+yaml")
 
     def create(self, obj: dict) -> dict:

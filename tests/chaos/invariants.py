@@ -12,7 +12,6 @@ generation; a Stalled service has no children; the operator's log holds no Pytho
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -45,13 +44,8 @@ class Snapshot:
 
 # Operator bugs with a reproduction of their own (tests/chaos/test_regressions.py): a traceback matching one is
 # reported in the figures, not failed on, so the scenarios keep checking everything else. (test, what, pattern)
-KNOWN_TRACEBACKS = [
-    ("tests/chaos/test_regressions.py::test_api_server_gone_mid_pass_leaves_no_traceback",
-     "a pass that cannot reach the API server is logged as 'reconcile ... failed' with a traceback "
-     "(connection errors are not classified as transient)",
-     re.compile(r"reconcile of \S+ failed\nTraceback[\s\S]*(NewConnectionError|ProtocolError|ConnectionResetError|"
-                r"MaxRetryError|RemoteDisconnected|Connection refused)")),
-]
+# None today: the connection-error traceback (test_regressions.py) is fixed.
+KNOWN_TRACEBACKS: list = []
 
 
 def split_known(tracebacks: list[str]) -> tuple[list[str], list[str]]:

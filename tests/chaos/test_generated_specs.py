@@ -37,18 +37,10 @@ FIELD_IN_MESSAGE = re.compile(r'(?:^|[\s\[(,"])\.?(?:spec|metadata)(?:\.|:|\[| i
 WORKLOAD_GRACE = 20.0
 
 
-def _astral(value: object) -> bool:
-    return any(ord(ch) > 0xFFFF for ch in json.dumps(value, ensure_ascii=False))
-
-
 # Operator bugs with a failing reproduction of their own: a problem they explain is reported, not failed on here
-# (the reproduction fails until the bug is fixed). (reproduction test, what, matches(spec, problem)).
-KNOWN_BUGS = [
-    ("tests/chaos/test_regressions.py::test_astral_plane_character_in_a_child_field_reaches_ready",
-     "a character beyond U+FFFF in a field copied into a child: its server-side apply is refused (400), the "
-     "service stays Compiling without a message",
-     lambda spec, problem: _astral(spec) and "no serving workload" in problem),
-]
+# (the reproduction fails until the bug is fixed). (reproduction test, what, matches(spec, problem)). None today:
+# the astral-plane apply bug (test_regressions.py) is fixed.
+KNOWN_BUGS: list = []
 
 
 def _manifest(namespace: str, names_specs: list[tuple[str, object]]) -> str:

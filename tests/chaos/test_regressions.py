@@ -1,6 +1,10 @@
-"""Operator bugs the failure suite found, each reproduced on its own (strict xfail: the test fails today and
-starts failing the suite as XPASS the day the bug is fixed, so the marker gets removed with the fix).
-`pytest tests/chaos/test_regressions.py --runxfail` shows the failures."""
+"""Operator bugs the failure suite found, each reproduced on its own and kept as a regression test:
+
+* a character beyond U+FFFF in a field copied into a child: apply bodies were json.dumps() output (ASCII), whose
+  surrogate-pair escapes the API server's YAML decoder refuses (400), so the child was never applied and the
+  service stayed Compiling with no message (fixed: kube.apply_body sends such characters raw in UTF-8);
+* the API server gone mid-pass: the connection error was logged at ERROR with a traceback (fixed: it is an
+  ApiError with status 0, retried with backoff and logged on one line)."""
 
 from __future__ import annotations
 
@@ -11,11 +15,6 @@ from tests.bench.harness import kill_apiserver, restart_apiserver
 from .scenario import apply, service, wait_ready
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the operator sends server-side apply bodies as json.dumps() output (ASCII, so U+1F999 becomes the surrogate "
-    "pair escape \\ud83e\\udd99); the API server decodes apply patches as YAML, which refuses surrogate escapes "
-    "('yaml: found invalid Unicode character escape code', 400). The Deployment is never applied; the pass is "
-    "retried with backoff forever and the service stays Compiling, Stalled=False, with no message saying why"))
 @pytest.mark.parametrize("field", ["podAnnotations", "env"])
 def test_astral_plane_character_in_a_child_field_reaches_ready(api, namespace, operator, field):
     # Both are free text the API accepts and the operator copies into the serving Deployment's pod template.
@@ -25,10 +24,6 @@ def test_astral_plane_character_in_a_child_field_reaches_ready(api, namespace, o
     wait_ready(api, namespace, ["emoji"], timeout=20)  # an unaffected service is Ready in 2-8 s
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a connection error (urllib3 NewConnectionError/MaxRetryError while the API server is down) is not classified "
-    "as transient: the work queue logs 'reconcile of <ns>/<name> failed' at ERROR with the whole traceback chain "
-    "(then retries), and counts it as reason=exception"))
 def test_api_server_gone_mid_pass_leaves_no_traceback(api, namespace, operator):
     names = [f"gone-{i}" for i in range(4)]
     fast = {"podAnnotations": {}}  # kwok's default compile time: 1-6 s
