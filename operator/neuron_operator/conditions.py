@@ -48,6 +48,7 @@ class CompileObservation:
     attempts: int = 0
     failure: str = ""  # e.g. "OOMKilled (exit 137): <termination message>"
     finished: Optional[CompileResult] = None  # set once the Job has its terminal condition
+    unschedulable: str = ""  # the scheduler's message for a compile pod it cannot place
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class StatusInputs:
     serving: ServingObservation = field(default_factory=lambda: ServingObservation(exists=False))
     endpoint: Optional[str] = None
     selector: Optional[str] = None
+    warnings: tuple[str, ...] = ()  # advisories that do not stop the service (validation.advisories)
 
 
 def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
@@ -140,13 +142,16 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
     elif failed:
         cond(T.COMPILED, S.FALSE, Reason.COMPILE_FAILED,
              f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}")
-    elif compile_ is not None and compile_.state == JOB_RUNNING:
+    elif compile_ is not None and compile_.state in (JOB_RUNNING, JOB_PENDING) and not compile_.unschedulable:
+        # A Job whose pod is starting counts as compiling: "pending" is only worth saying (and a status write) when
+        # the scheduler cannot place the pod.
         cond(T.COMPILED, S.FALSE, Reason.COMPILING, f"compile Job {compile_.job_name} is compiling artifact {inputs.key}"
              + (f" ({compile_.failure})" if compile_.failure else ""))
     else:
+        detail = "; ".join(d for d in (compile_.unschedulable, compile_.failure) if d) if compile_ else ""
         cond(T.COMPILED, S.FALSE, Reason.COMPILE_PENDING,
              f"compile Job {compile_.job_name if compile_ else ''} for artifact {inputs.key} is waiting to run"
-             + (f": {compile_.failure}" if compile_ and compile_.failure else ""))
+             + (f": {detail}" if detail else ""))
 
     compiled_current = compiled and serving.artifact_key == inputs.key
     _serving_conditions(cond, serving, desired, serving_available, compiled_current, inputs.key)
@@ -260,6 +265,8 @@ def _finish(status: dict[str, Any], conditions: list[dict[str, Any]], inputs: St
     status["readyReplicas"] = serving.ready if serving.exists else 0
     if inputs.selector:
         status["selector"] = inputs.selector
+    if inputs.warnings:
+        status["warnings"] = list(inputs.warnings)
     return status
 
 

@@ -22,7 +22,7 @@ from .builders.common import owner_reference
 from .builders.serving import endpoint_url, leader_selector
 from .catalog import Catalog
 from .children import controlled_by, needs_apply, owned_by, serving_children
-from .conditions import JOB_MISSING, JOB_SUCCEEDED, CompileObservation, ServingObservation, StatusInputs
+from .conditions import JOB_MISSING, JOB_PENDING, JOB_SUCCEEDED, CompileObservation, ServingObservation, StatusInputs
 from .config import OperatorConfig
 from .events import NORMAL
 from .groups import decide_groups, group_index, observe_groups
@@ -170,7 +170,7 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
         actions.append(PostEvent(NORMAL, "CompileStarted",
                                  f"compile Job {job_name} started for artifact {plan.key} "
                                  f"({plan.store.artifact_location(plan.key)})", after=f"Job/{job_name}"))
-        compile_obs = CompileObservation(job_name=job_name, state=JOB_MISSING)
+        compile_obs = CompileObservation(job_name=job_name, state=JOB_PENDING)  # created by this pass
     elif job["metadata"].get("deletionTimestamp"):
         compile_obs = CompileObservation(job_name=job_name, state=JOB_MISSING)
         requeue = 3.0  # recreated once the old one is gone
@@ -229,6 +229,7 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
         serving=serving_obs,
         endpoint=endpoint_url(plan),
         selector=_selector_string(leader_selector(plan)),
+        warnings=plan.warnings,
     )
     summary = compile_summary(snap.compile_pods) if compiled else ""
     return Decision(actions=tuple(actions), status=status, requeue_after=requeue, compile_summary=summary)

@@ -11,6 +11,7 @@ from .api.status import ConditionType as T
 
 NORMAL = "Normal"
 WARNING = "Warning"
+EXPERIMENTAL_FEATURE = "ExperimentalFeature"  # the Event reason for a new status.warnings entry
 
 
 def event_manifest(obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str,
@@ -53,6 +54,8 @@ def transition_events(previous: Mapping[str, Any], status: Mapping[str, Any],
         # The compile pod's own summary (graphs, time: the runtime's termination message) on the transition only,
         # so the condition message itself stays stable.
         out.append((NORMAL, "Compiled", compiled[2] + (f" ({compile_summary})" if compile_summary else "")))
+    seen = set(previous.get("warnings") or [])
+    out += [(WARNING, EXPERIMENTAL_FEATURE, w) for w in status.get("warnings") or [] if w not in seen]
     ready = _condition(status, T.READY)
     if ready[0] == "True" and ready[0] != _condition(previous, T.READY)[0]:
         out.append((NORMAL, "Ready", ready[2]))

@@ -108,11 +108,11 @@ def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> C
                                   failure=failure or failed_cond.get("message", "Job failed"), finished=finished)
     state = JOB_RUNNING if int(status.get("ready") or 0) > 0 else JOB_PENDING
     detail = f"retrying after: {failure}" if failure else ""
-    if state == JOB_PENDING:
-        # A compile pod that cannot be scheduled (devices held by serving pods, no node of the instance type)
-        # would otherwise look like a silent hang.
-        detail = "; ".join(d for d in (detail, unschedulable_detail(pods)) if d)
-    return CompileObservation(job_name=job_name, state=state, attempts=attempts, failure=detail)
+    # A compile pod that cannot be scheduled (devices held by serving pods, no node of the instance type) would
+    # otherwise look like a silent hang.
+    unschedulable = unschedulable_detail(pods) if state == JOB_PENDING else ""
+    return CompileObservation(job_name=job_name, state=state, attempts=attempts, failure=detail,
+                              unschedulable=unschedulable)
 
 
 def compile_summary(pods: Iterable[Obj]) -> str:

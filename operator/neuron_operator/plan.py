@@ -132,6 +132,20 @@ class ServicePlan:
         return self.instance.devices_for_tp(self.cores_per_pod)
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Advisories for a spec the operator serves but upstream does not fully support (status.warnings, and a
+        Warning Event when one appears)."""
+        out = []
+        if self.multi_node and self.stack.features.multi_node_experimental:
+            # SDK23 libraries/nxd-inference/nxdi-overview.rst: "Pipeline parallelism and multi-node inference will
+            # be supported in future Neuron releases"; developer_guides/migrate-from-tnx-to-nxdi.rst lists
+            # Multi-Node Inference among the features "not supported in NxD Inference through vLLM".
+            out.append(f"spec.nodesPerReplica: multi-node tensor parallelism on {self.stack.id} is experimental "
+                       "upstream (Neuron SDK 2.23 documents multi-node inference as a future feature); verify it "
+                       "on your hardware before production")
+        return tuple(out)
+
+    @property
     def plugin_stack(self) -> Optional[PluginStackProfile]:
         """The stack's profile when it is a vllm-neuron one (whose env and volumes differ), else None."""
         return self.stack if isinstance(self.stack, PluginStackProfile) else None

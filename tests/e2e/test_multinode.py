@@ -69,6 +69,12 @@ def test_group_becomes_ready_with_consistent_ranks(namespace, artifact_store, sp
     nis.apply(namespace, group_service("big"))
     obj = nis.wait_ready(namespace, "big", timeout=180)
     assert (obj["status"]["replicas"], obj["status"]["readyReplicas"]) == (1, 1)
+    # experimental upstream on this stack: said in the status and once as a Warning Event
+    [warning] = obj["status"]["warnings"]
+    assert "multi-node tensor parallelism on neuron-2.23-vllm-0.7.2 is experimental upstream" in warning
+    events = kubectl_json("get", "events", "-n", namespace, "--field-selector",
+                          "involvedObject.name=big,reason=ExperimentalFeature")["items"]
+    assert [(e["type"], e["message"]) for e in events] == [("Warning", warning)]
 
     [job] = nis.compile_jobs(namespace)
     assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)

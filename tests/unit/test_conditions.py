@@ -24,13 +24,20 @@ def serving(key="new", available=2, desired=2, rolled_out=True):
                               updated=desired if rolled_out else 0, rolled_out=rolled_out)
 
 
-def test_first_compile_pending_then_running():
+def test_a_starting_compile_is_compiling_and_stays_so_when_its_pod_runs():
     s = compute_status(inputs(compile=CompileObservation("j", JOB_PENDING)), None, T0)
     assert s["phase"] == "Compiling" and s["observedGeneration"] == 3
-    assert conds(s)["Compiled"] == ("False", "CompilePending")
-    assert conds(s)["Ready"][0] == "False" and conds(s)["Reconciling"] == ("True", "Compiling")
-    s = compute_status(inputs(compile=CompileObservation("j", JOB_RUNNING)), s, T1)
     assert conds(s)["Compiled"] == ("False", "Compiling")
+    assert conds(s)["Ready"][0] == "False" and conds(s)["Reconciling"] == ("True", "Compiling")
+    # the pod starting to run changes nothing a reader needs: no new status (and so no write)
+    assert compute_status(inputs(compile=CompileObservation("j", JOB_RUNNING)), s, T1) == s
+
+
+def test_an_unschedulable_compile_is_pending_with_the_schedulers_message():
+    obs = CompileObservation("j", JOB_PENDING, unschedulable="pod p unschedulable: 0/9 nodes are available")
+    s = compute_status(inputs(compile=obs), None, T0)
+    assert conds(s)["Compiled"] == ("False", "CompilePending")
+    assert "waiting to run: pod p unschedulable: 0/9 nodes are available" in s["conditions"][1]["message"]
 
 
 def test_ready_when_compiled_and_rolled_out():

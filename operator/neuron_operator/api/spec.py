@@ -949,7 +949,9 @@ class NeuronInferenceServiceSpec(SpecModel):
         1,
         description=(
             "Nodes one replica spans. 1 serves from a Deployment; more than 1 is multi-node tensor parallelism "
-            "(one pod per node, a StatefulSet per replica) and needs an instance type with EFA."
+            "(one pod per node, a StatefulSet per replica) and needs an instance type with EFA. Only the "
+            "neuron-2.23-vllm-0.7.2 stack has it, and AWS documents it as a future feature there: it is "
+            "experimental, and the service says so in status.warnings and a Warning Event (ExperimentalFeature)."
         ),
         ge=1,
         le=64,

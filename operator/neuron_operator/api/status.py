@@ -75,7 +75,7 @@ class Reason:
     FABRIC_UNAVAILABLE = "FabricUnavailable"  # exit 7: a multi-node pod found no EFA (libfabric provider)
 
     # Compiled
-    COMPILE_PENDING = "CompilePending"  # Job created, not running yet
+    COMPILE_PENDING = "CompilePending"  # the compile pod cannot be scheduled (or its Job is being replaced)
     COMPILING = "Compiling"
     COMPILE_FAILED = "CompileFailed"
     ARTIFACTS_READY = "ArtifactsReady"
@@ -201,6 +201,14 @@ class NeuronInferenceServiceStatus(StatusModel):
         None,
         description="The last compile Job that finished for this service: outcome and duration. Kept while a newer "
         "compile runs.",
+    )
+
+    warnings: list[str] | None = Field(
+        None,
+        description="Advisories about a spec the operator serves but upstream does not fully support (e.g. "
+        "multi-node tensor parallelism on neuron-2.23-vllm-0.7.2, experimental upstream). Each is also posted once "
+        "as a Warning Event (reason ExperimentalFeature).",
+        max_length=16,
     )
 
     def condition(self, type_: str) -> Condition | None:

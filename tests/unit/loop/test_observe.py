@@ -35,7 +35,7 @@ def test_compile_states():
 
 def test_pending_compile_says_why_it_cannot_be_scheduled():
     obs = observe_compile("j", job({"active": 1}), [pod("Pending", unschedulable="0/9 nodes are available")])
-    assert obs.state == JOB_PENDING and "unschedulable: 0/9 nodes are available" in obs.failure
+    assert obs.state == JOB_PENDING and "unschedulable: 0/9 nodes are available" in obs.unschedulable
 
 
 def test_failed_compile_reports_the_latest_pod_failure():

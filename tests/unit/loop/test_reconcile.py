@@ -44,7 +44,7 @@ def test_a_new_service_creates_its_compile_job_first_and_reads_nothing(world):
     assert the_deployment(world) is None  # nothing serves before the artifact exists
     job = the_job(world)
     assert job["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
-    assert world.condition("Compiled")["reason"] == Reason.COMPILE_PENDING
+    assert world.condition("Compiled")["reason"] == Reason.COMPILING
 
 
 def test_compiled_then_served_then_ready(world):
@@ -259,3 +259,22 @@ def test_the_written_status_goes_through_the_status_model(world):
 
     model = NeuronInferenceServiceStatus.model_validate(status)
     assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == status
+
+
+def test_multi_node_on_the_2_23_stack_warns_once_in_status_and_an_event(world):
+    world.add_service(tensorParallelSize=64, nodesPerReplica=2)
+    world.reconcile()
+    [warning] = world.service()["status"]["warnings"]
+    assert "multi-node tensor parallelism on neuron-2.23-vllm-0.7.2 is experimental upstream" in warning
+    events = [(o["type"], o["reason"]) for o in world.kube.of_kind("v1", "Event")]
+    assert events.count(("Warning", "ExperimentalFeature")) == 1
+    world.watch()
+    world.reconcile()  # the same warning again: no second Event, no status write
+    assert [(o["type"], o["reason"]) for o in world.kube.of_kind("v1", "Event")].count(
+        ("Warning", "ExperimentalFeature")) == 1
+
+
+def test_single_node_services_carry_no_warnings(world):
+    converge(world)
+    assert "warnings" not in world.service()["status"]
+    assert not any(o["reason"] == "ExperimentalFeature" for o in world.kube.of_kind("v1", "Event"))
