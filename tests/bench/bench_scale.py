@@ -257,7 +257,7 @@ def report(n: int, op: Optional[dict], floor: Optional[dict]) -> str:
             ("namespace deleted (cleanup)", "delete_namespace_s")]
     lines = [f"Scale benchmark, N = {n} services (inf2.xlarge, TP 2, 1 device each, N compile keys) on {n} extra "
              "simulated nodes", "",
-             f"| time from the first kubectl apply | operator | floor (render + apply --server-side) |",
+             "| time from the first kubectl apply | operator | floor (render + apply --server-side) |",
              "|---|---|---|"]
     for label, key in rows:
         lines.append(f"| {label} | {_s((op or {}).get(key))} | {_s((floor or {}).get(key))} |")
