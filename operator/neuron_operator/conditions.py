@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from neuron_runtime import compile_memory as runtime_compile_memory
 from neuron_runtime import constants as runtime_constants
 
 from .api.status import ConditionStatus as S
@@ -49,6 +50,7 @@ class CompileObservation:
     failure: str = ""  # e.g. "OOMKilled (exit 137): <termination message>"
     finished: Optional[CompileResult] = None  # set once the Job has its terminal condition
     unschedulable: str = ""  # the scheduler's message for a compile pod it cannot place
+    memory_limit: str = ""  # the compile container's memory limit (for what to raise after an OOM kill)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
     if failed:
         cond(T.STALLED, S.TRUE, Reason.COMPILE_FAILED,
              f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}. "
-             f"Fix the cause (e.g. a larger instanceType or a smaller maxModelLen/maxNumSeqs), or delete Job "
+             f"{_compile_advice(compile_)}, or delete Job "
              f"{compile_.job_name} to retry" + ("; the previous artifact keeps serving" if serving_some else ""))
         cond(T.RECONCILING, S.FALSE, Reason.COMPILE_FAILED, "compilation failed; waiting for a change")
     elif runtime_failure is not None:
@@ -193,6 +195,15 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
     else:
         status["phase"] = Phase.DEPLOYING
     return _finish(status, conditions, inputs, serving, prev)
+
+
+def _compile_advice(compile_: CompileObservation) -> str:
+    """What to change after a failed compile: an OOM kill names the memory field to raise, with today's limit."""
+    if "OOMKilled" in compile_.failure:
+        now = f" (now {compile_.memory_limit})" if compile_.memory_limit else ""
+        return (f"The compile ran out of memory: raise {runtime_compile_memory.COMPILE_MEMORY_FIELD}{now} and "
+                "requests.memory, or use a larger instanceType")
+    return "Fix the cause (e.g. a larger instanceType or a smaller maxModelLen/maxNumSeqs)"
 
 
 def _runtime_failure_message(failure: RuntimeFailure, inputs: StatusInputs,

@@ -14,6 +14,8 @@ are a starting point, not a measurement (no Neuron compiler runs here); an OOMKi
 from __future__ import annotations
 
 import re
+
+from neuron_runtime import compile_memory
 from dataclasses import dataclass
 from typing import Optional
 
@@ -57,3 +59,29 @@ def cpu_compile_size(model_uri: str) -> CompileSize:
         if billions <= limit:
             return CompileSize(cpu, memory, f"{billions:g}B parameters (from the model name)")
     raise AssertionError("unreachable: the last tier has no limit")
+
+
+# The share of a node's memory a pod may ask for, leaving the kubelet and daemons theirs (plan.default_resources).
+NODE_MEMORY_SHARE = 0.85
+
+
+def neuron_compile_memory(model_uri: str, dtype: str, node_memory_gib: int, device_share_gib: int,
+                          nodes: int = 1) -> tuple[int, str]:
+    """Memory (GiB) of a compile pod on a Neuron node (2.23 stack: NxD Inference loads the checkpoint to shard
+    it) and why: the runtime's estimate (neuron_runtime.compile_memory: checkpoint x 2 + 16 GiB) for the parameter
+    count the name states, at least the pod's share of the node by devices, at most the node's allocatable share.
+    A name without a size gets the whole node (the documented default)."""
+    cap = int(node_memory_gib * NODE_MEMORY_SHARE)
+    billions = parameter_billions(model_uri)
+    if billions is None:
+        return cap, "model size not in its name: the whole node's memory"
+    per_node = compile_memory.checkpoint_bytes_for(billions * 1e9, dtype) / max(1, nodes)
+    need = compile_memory.required_gib(per_node)
+    basis = f"{billions:g}B parameters (from the model name) in {dtype}: checkpoint x 2 + 16 GiB = {need}Gi"
+    if nodes > 1:
+        basis = f"{billions:g}B parameters (from the model name) in {dtype}, 1/{nodes} per node: {need}Gi"
+    if need > cap:
+        return cap, basis + f", capped at the node's {cap}Gi"
+    if device_share_gib > need:
+        return device_share_gib, basis + f"; the devices' share of the node ({device_share_gib}Gi) is more"
+    return need, basis

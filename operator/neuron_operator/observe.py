@@ -97,6 +97,7 @@ def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> C
     failed_pods = int(status.get("failed") or 0)
     attempts = failed_pods + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
     finished = compile_finished(job)
+    memory_limit = _compile_memory_limit(job)
     if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
         return CompileObservation(job_name=job_name, state=JOB_SUCCEEDED, attempts=attempts, finished=finished)
     failure = _latest_pod_failure(pods) if failed_pods else ""
@@ -105,7 +106,8 @@ def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> C
         if failed_cond.get("reason") == "DeadlineExceeded":
             failure = f"deadline of {job['spec'].get('activeDeadlineSeconds')}s exceeded" + (f"; last: {failure}" if failure else "")
         return CompileObservation(job_name=job_name, state=JOB_FAILED, attempts=failed_pods,
-                                  failure=failure or failed_cond.get("message", "Job failed"), finished=finished)
+                                  failure=failure or failed_cond.get("message", "Job failed"), finished=finished,
+                                  memory_limit=memory_limit)
     state = JOB_RUNNING if int(status.get("ready") or 0) > 0 else JOB_PENDING
     detail = f"retrying after: {failure}" if failure else ""
     # A compile pod that cannot be scheduled (devices held by serving pods, no node of the instance type) would
@@ -113,6 +115,11 @@ def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> C
     unschedulable = unschedulable_detail(pods) if state == JOB_PENDING else ""
     return CompileObservation(job_name=job_name, state=state, attempts=attempts, failure=detail,
                               unschedulable=unschedulable)
+
+
+def _compile_memory_limit(job: Obj) -> str:
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    return str(((containers[0].get("resources") or {}).get("limits") or {}).get("memory") or "")
 
 
 def compile_summary(pods: Iterable[Obj]) -> str:

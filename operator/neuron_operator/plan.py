@@ -16,7 +16,7 @@ from neuron_runtime.stacks import PROFILES, PluginStackProfile, Stack
 
 from . import constants as C
 from .catalog import Catalog, InstanceType
-from .model_size import cpu_compile_size
+from .model_size import cpu_compile_size, neuron_compile_memory
 
 
 @dataclass(frozen=True)
@@ -238,10 +238,17 @@ def compile_placement(spec, instance: InstanceType, stack: Stack, config, device
                   f"{instance.name}")
     else:
         reason = f"neuron: {stack.id} compiles on the target instance type ({instance.name}, LNC={instance.lnc})"
+    # Sized for the model, not only for the devices held: NxD Inference loads the checkpoint to shard it (a TP=2
+    # compile of a 70B model holds 2 devices but needs the whole checkpoint in memory).
+    defaults = default_resources(instance, devices)
+    share = int(defaults["limits"]["memory"].removesuffix("Gi"))
+    memory, basis = neuron_compile_memory(spec.model.uri, spec.engine.dtype, instance.memory_gib, share,
+                                          spec.nodes_per_replica)
+    defaults["requests"]["memory"] = defaults["limits"]["memory"] = f"{memory}Gi"
     # The seed stack's compile pods have always taken the serving pods' resource overrides; compileResources wins.
     serving = {"requests": dict(spec.runtime.resources.requests), "limits": dict(spec.runtime.resources.limits)}
-    resources = merge_resources(merge_resources(default_resources(instance, devices), serving), overrides)
-    return CompilePlacement(on_cpu=False, resources=resources, reason=reason)
+    resources = merge_resources(merge_resources(defaults, serving), overrides)
+    return CompilePlacement(on_cpu=False, resources=resources, reason=f"{reason}; memory sized for {basis}")
 
 
 def autoscaling_plan(spec, config, model_name: str) -> Optional[AutoscalingPlan]:

@@ -25,6 +25,7 @@ EPILOG = (
     f"{constants.EXIT_RENDEZVOUS_TIMEOUT} multi-node group did not form in time, {constants.EXIT_PEER_LOST} "
     f"multi-node group lost a member, {constants.EXIT_CACHE_MISS} compile-cache miss while serving cache-hit-only, "
     f"{constants.EXIT_FABRIC_UNAVAILABLE} multi-node pod without a usable EFA (libfabric) provider; "
+    f"{constants.EXIT_COMPILE_MEMORY} compile whose checkpoint exceeds the pod's memory limit; "
     "serve otherwise exits with the server's code"
 )
 

@@ -31,7 +31,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple
 
-from neuron_runtime import artifacts, constants, model_source
+from neuron_runtime import artifacts, compile_memory, constants, model_source, testhooks
 from neuron_runtime.compile_spec import CompileSpec
 from neuron_runtime.dryrun import print_plan
 from neuron_runtime.contract import Contract, local_artifacts_dir
@@ -264,6 +264,9 @@ def _prepare_build(contract: Contract, env: Mapping[str, str], rank: int, compil
         if spec.speculative
         else None
     )
+    # Before NxDI loads anything: a checkpoint that cannot fit fails now, naming the field to raise.
+    compile_memory.check_fits(compile_memory.checkpoint_bytes([model_path, draft_path]),
+                              compile_memory.cgroup_memory_limit(testhooks.cgroup_root(env)), nodes=spec.world_size)
     model_config = read_model_config(model_path)
     plan = compile_plan(contract, env, model_config, rank)
     kwargs = plan["neuron_config"]

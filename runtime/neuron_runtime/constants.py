@@ -62,6 +62,8 @@ ENV_FAKE_ENGINE_RECORD = "NEURON_RUNTIME_FAKE_ENGINE_RECORD"  # fake engine writ
 ENV_FAKE_ENGINE_EXIT = "NEURON_RUNTIME_FAKE_ENGINE_EXIT"  # "<seconds>:<code>": the fake engine exits by itself
 # "1": multi-node serve skips the fabric check (fi_info) before the rendezvous; see fabric.py.
 ENV_TEST_SKIP_FABRIC_CHECK = "NEURON_RUNTIME_TEST_SKIP_FABRIC_CHECK"
+# A directory standing in for /sys/fs/cgroup (memory.max): the compile's memory check against a chosen limit.
+ENV_TEST_CGROUP_ROOT = "NEURON_RUNTIME_TEST_CGROUP_ROOT"
 
 # --- The serving port: vLLM's OpenAI server listens here (the operator's Service and probes point at it) -------------
 DEFAULT_SERVING_PORT = 8000  # vLLM's own --port default (vllm/entrypoints/openai/cli_args.py FrontendArgs.port)
@@ -104,3 +106,6 @@ EXIT_CACHE_MISS = 6
 # got no EFA device or the image has no EFA user space. Found before the rendezvous; restarting the pod on the same
 # node cannot help, so the operator reports Stalled.
 EXIT_FABRIC_UNAVAILABLE = 7
+# compile (2.23 stack): the model's checkpoint cannot fit the compile pod's memory limit (NxD Inference loads it
+# whole to shard it), found before loading it. A retry has the same limit, so the Job fails at once.
+EXIT_COMPILE_MEMORY = 8

@@ -63,6 +63,12 @@ class FabricUnavailable(RuntimeFailure):
     exit_code = constants.EXIT_FABRIC_UNAVAILABLE
 
 
+class CompileMemoryError(RuntimeFailure):
+    """The checkpoint to compile cannot fit the compile pod's memory limit: found before loading it."""
+
+    exit_code = constants.EXIT_COMPILE_MEMORY
+
+
 class Terminated(RuntimeFailure):
     """SIGTERM/SIGINT arrived before the engine ran (e.g. the pod was deleted during the rendezvous)."""
 

@@ -3,8 +3,9 @@
 Nothing here changes behaviour unless the test-mode variable is "1", which no operator-built pod sets. Tests use it
 to run real runtime processes without Neuron hardware or vLLM: the fake engine (neuron_runtime.fake_engine) in place
 of the server, name resolution from a hosts list (NEURON_RUNTIME_TEST_HOSTS), listeners bound to one loopback
-address (NEURON_RUNTIME_TEST_BIND_HOST), no fabric check (NEURON_RUNTIME_TEST_SKIP_FABRIC_CHECK). The production
-code asks this module which to use and gets the real thing outside test mode.
+address (NEURON_RUNTIME_TEST_BIND_HOST), no fabric check (NEURON_RUNTIME_TEST_SKIP_FABRIC_CHECK), a stand-in
+cgroup directory for the compile's memory check (NEURON_RUNTIME_TEST_CGROUP_ROOT). The production code asks this
+module which to use and gets the real thing outside test mode.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def fabric_check_skipped(env: Mapping[str, str]) -> bool:
         return False
     log.warning("TEST MODE: skipping the fabric check (%s=1)", constants.ENV_TEST_SKIP_FABRIC_CHECK)
     return True
+
+
+def cgroup_root(env: Mapping[str, str]) -> str:
+    """Where the container's cgroup files are: /sys/fs/cgroup, or a test's stand-in directory in test mode."""
+    if test_mode(env) and env.get(constants.ENV_TEST_CGROUP_ROOT):
+        return env[constants.ENV_TEST_CGROUP_ROOT]
+    return "/sys/fs/cgroup"
 
 
 def copy_cache_entry(local_dir: str, remote_dir: str, name: str) -> None:

@@ -119,12 +119,29 @@ def test_failed_compile_retries_then_stalls_and_old_revision_keeps_serving(names
     message = nis.cond(stalled, "Stalled")["message"]
     assert "OOMKilled (exit 137)" in message and "neuronx-cc was killed" in message
     assert "3 attempt" in message  # backoffLimit 2: the Job controller retried twice with backoff
+    assert "raise spec.runtime.compileResources.limits.memory (now 108Gi)" in message  # an OOM kill says what to raise
     assert nis.cond(stalled, "Ready")["status"] == "True"
     assert stalled["status"]["servingArtifact"]["key"] == old_key
     assert stalled["status"]["phase"] == "Degraded"
     dep = nis.deployment(namespace, "fragile")
     assert dep["spec"]["template"]["metadata"]["labels"]["inference.neuron-operator.io/artifact-key"] == old_key
     assert dep["status"].get("availableReplicas") == 1
+
+
+def test_a_compile_that_cannot_fit_its_memory_fails_at_once_naming_the_field(namespace, artifact_store):
+    # The runtime's preflight exit code (the checkpoint exceeds the pod's memory limit) is permanent: the Job's
+    # podFailurePolicy fails it on the first attempt instead of spending the backoff.
+    text = ("the checkpoint to compile is 130.4 GiB but the compile pod's memory limit is 108.0 GiB; set "
+            "spec.runtime.compileResources.limits.memory (and requests.memory) to at least 277Gi")
+    failing = {"podAnnotations": nis.failing_compile("Error", 8, text)}
+    nis.apply(namespace, nis.service("tight", runtime=failing))
+    stalled = nis.wait_condition(namespace, "tight", "Stalled", "True", reason="CompileFailed", timeout=120)
+    message = nis.cond(stalled, "Stalled")["message"]
+    assert "failed after 1 attempt(s): Error (exit 8)" in message and "at least 277Gi" in message
+    [job] = nis.compile_jobs(namespace)
+    assert job["status"].get("failed") == 1
+    assert any(c["type"] == "Failed" and c["reason"] == "PodFailurePolicy" for c in job["status"]["conditions"])
+    assert kubectl_json("get", "deployments", "-n", namespace)["items"] == []
 
 
 def test_scale_subresource_and_cleanup(namespace, artifact_store):

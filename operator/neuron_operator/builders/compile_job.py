@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from neuron_runtime import constants as runtime_constants
+
 from .. import constants as C
 from ..naming import compile_job_name
 from ..plan import ServicePlan
 from . import common
+
+
+PERMANENT_COMPILE_EXIT_CODES = (runtime_constants.EXIT_BAD_SPEC, runtime_constants.EXIT_COMPILE_MEMORY)
 
 
 def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
@@ -55,6 +60,10 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
     job_spec: dict[str, Any] = {
         "backoffLimit": plan.compile_backoff_limit,
         "activeDeadlineSeconds": plan.compile_active_deadline_seconds,
+        # The runtime's permanent exit codes fail the Job at once: a retry has the same spec and the same memory
+        # limit, so it would only spend the backoff (minutes) before the same Stalled.
+        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+            "containerName": "compile", "operator": "In", "values": list(PERMANENT_COMPILE_EXIT_CODES)}}]},
     }
     if plan.multi_node:
         # One pod per rank, each on its own node of the target type, like the serving group: rank r (the
@@ -75,7 +84,7 @@ def build_compile_job(plan: ServicePlan) -> dict[str, Any]:
             "annotations": {
                 C.ANNOTATION_ARTIFACT_LOCATION: plan.store.artifact_location(plan.key),
                 C.ANNOTATION_COMPILE_SPEC: plan.compile_spec.to_json(),
-                **({C.ANNOTATION_COMPILE_TARGET: where.reason} if plan.plugin_stack else {}),
+                C.ANNOTATION_COMPILE_TARGET: where.reason,
             },
             "ownerReferences": [common.owner_reference(plan, controller=False)],
         },
