@@ -70,7 +70,7 @@ cat <<MSG
 
 The cluster and operator keep running. Try:
   export KUBECONFIG=$KUBECONFIG PATH=$BIN:\$PATH
-  kubectl scale nis/llama-3-8b --replicas=3          # no recompile
-  kubectl patch nis/llama-3-8b --type=merge -p '{"spec":{"engine":{"maxModelLen":8192}}}'   # compiles first, then rolls
+  kubectl scale nis/llama-3-8b --replicas=3          # no recompile (the third replica waits for a node)
+  kubectl patch nis/llama-3-8b --type=merge -p '{"spec":{"engine":{"maxModelLen":8192}}}'   # compiles first (on a lent replica's node), then rolls
   make cluster-down                                  # stops everything
 MSG

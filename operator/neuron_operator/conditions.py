@@ -88,7 +88,9 @@ class StatusInputs:
     serving: ServingObservation = field(default_factory=lambda: ServingObservation(exists=False))
     endpoint: Optional[str] = None
     selector: Optional[str] = None
-    warnings: tuple[str, ...] = ()  # advisories that do not stop the service (validation.advisories)
+    warnings: tuple[str, ...] = ()  # advisories that do not stop the service (ServicePlan.warnings)
+    lent_to_compile: Optional[str] = None  # one serving replica's node is lent to this compile Job
+    lending_would_help: bool = False  # a blocked compile spec.runtime.lendReplicaToCompile would unblock
 
 
 def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
@@ -120,7 +122,9 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
         set_condition(conditions, type_, value, reason, message, gen, now)
 
     desired = inputs.replicas
-    serving_available = serving.exists and (serving.available >= max(1, desired) or desired == 0)
+    # While a replica's node is lent to the compile, the service is meant to serve one fewer: that is available.
+    serving_desired = min(desired, serving.desired) if inputs.lent_to_compile else desired
+    serving_available = serving.exists and (serving.available >= max(1, serving_desired) or desired == 0)
     serving_some = serving.exists and serving.available > 0
 
     # --- Stalled: the spec cannot be acted on -----------------------------------------------------------
@@ -144,19 +148,26 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
     elif failed:
         cond(T.COMPILED, S.FALSE, Reason.COMPILE_FAILED,
              f"compile Job {compile_.job_name} failed after {compile_.attempts} attempt(s): {compile_.failure}")
-    elif compile_ is not None and compile_.state in (JOB_RUNNING, JOB_PENDING) and not compile_.unschedulable:
+    elif compile_ is not None and compile_.state in (JOB_RUNNING, JOB_PENDING) and (
+            not compile_.unschedulable or inputs.lent_to_compile):
         # A Job whose pod is starting counts as compiling: "pending" is only worth saying (and a status write) when
-        # the scheduler cannot place the pod.
+        # the scheduler cannot place the pod and nothing is being done about it.
+        lent = (f"; one serving replica's node is lent to it ({serving_desired} of {desired} replicas serve the "
+                "previous artifact until it finishes)") if inputs.lent_to_compile else ""
         cond(T.COMPILED, S.FALSE, Reason.COMPILING, f"compile Job {compile_.job_name} is compiling artifact {inputs.key}"
-             + (f" ({compile_.failure})" if compile_.failure else ""))
+             + (f" ({compile_.failure})" if compile_.failure else "") + lent)
     else:
         detail = "; ".join(d for d in (compile_.unschedulable, compile_.failure) if d) if compile_ else ""
+        hint = ("; set spec.runtime.lendReplicaToCompile: true to let it use one serving replica's node, or add a "
+                "node") if inputs.lending_would_help else ""
         cond(T.COMPILED, S.FALSE, Reason.COMPILE_PENDING,
              f"compile Job {compile_.job_name if compile_ else ''} for artifact {inputs.key} is waiting to run"
-             + (f": {detail}" if detail else ""))
+             + (f": {detail}" if detail else "") + hint)
 
     compiled_current = compiled and serving.artifact_key == inputs.key
-    _serving_conditions(cond, serving, desired, serving_available, compiled_current, inputs.key)
+    _serving_conditions(cond, serving, desired, serving_available, compiled_current, inputs.key,
+                        note=(f"one replica's node is lent to compile Job {inputs.lent_to_compile}"
+                              if inputs.lent_to_compile else ""))
 
     # --- Stalled / Reconciling --------------------------------------------------------------------------
     runtime_failure = serving.failure
@@ -230,7 +241,7 @@ def _runtime_failure_message(failure: RuntimeFailure, inputs: StatusInputs,
 
 
 def _serving_conditions(cond, serving: ServingObservation, desired: int, serving_available: bool,
-                        compiled_current: bool, key: Optional[str]) -> None:
+                        compiled_current: bool, key: Optional[str], note: str = "") -> None:
     if desired == 0 and serving.exists:
         cond(T.AVAILABLE, S.TRUE, Reason.SCALED_TO_ZERO, "scaled to zero replicas")
         cond(T.READY, S.TRUE, Reason.SCALED_TO_ZERO, "scaled to zero replicas")
@@ -240,6 +251,8 @@ def _serving_conditions(cond, serving: ServingObservation, desired: int, serving
         cond(T.READY, S.FALSE, Reason.DEPLOYING, "waiting for compiled artifacts")
         return
     detail = f"{serving.available}/{desired} replicas available"
+    if note:
+        detail += f" ({note})"
     if serving.unavailable_reason:
         detail += f"; {serving.unavailable_reason}"
     if serving_available:

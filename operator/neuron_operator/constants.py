@@ -40,6 +40,9 @@ LEADER_POD_INDEX = "0"
 # The compile spec a serving workload runs with: lets a later pass rebuild it for the *old* artifact while a
 # new one compiles (non-compile changes such as replicas still apply during a recompile).
 ANNOTATION_COMPILE_SPEC = f"{API_GROUP}/compile-spec"
+# On a Deployment serving one replica fewer so that compile Job <value> gets that replica's node
+# (spec.runtime.lendReplicaToCompile): while the annotation names the current compile Job, the lending holds.
+ANNOTATION_LENT_TO_COMPILE = f"{API_GROUP}/lent-to-compile"
 ANNOTATION_ARTIFACT_LOCATION = f"{API_GROUP}/artifact-location"
 # On every child we apply: a hash of the manifest we applied, so an unchanged child costs no request (children.py).
 ANNOTATION_APPLIED_HASH = f"{API_GROUP}/applied-hash"

@@ -22,7 +22,8 @@ from .builders.common import owner_reference
 from .builders.serving import endpoint_url, leader_selector
 from .catalog import Catalog
 from .children import controlled_by, needs_apply, owned_by, serving_children
-from .conditions import JOB_MISSING, JOB_PENDING, JOB_SUCCEEDED, CompileObservation, ServingObservation, StatusInputs
+from .conditions import (JOB_MISSING, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, CompileObservation, ServingObservation,
+                         StatusInputs)
 from .config import OperatorConfig
 from .events import NORMAL
 from .groups import decide_groups, group_index, observe_groups
@@ -183,6 +184,17 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
     # --- serving: the new artifact once compiled, else the one the pods already load -----------------------------
     current = children.deployment if children.deployment is not None else children.groups.get(0)
     serving_plan = plan if compiled else _previous_plan(plan, current, catalog)
+    lending = _lending(plan, serving_plan, compile_obs, children.deployment)
+    lent_to = lending[0] if lending else None
+    lend_event: tuple[Action, ...] = ()  # posted once the Deployment with one replica fewer is applied
+    if lending is not None and serving_plan is not None:
+        serving_plan = serving_plan.lending_to(*lending)
+        if _lent_to(children.deployment) != lent_to:
+            lend_event = (PostEvent(NORMAL, "ReplicaLent", (
+                f"compile Job {lent_to} cannot be scheduled while serving pods hold the {plan.instance.name} nodes: "
+                f"serving {serving_plan.replicas} of {plan.replicas} replicas on artifact {serving_plan.key} so the "
+                f"compile gets one replica's node; the service rolls onto artifact {plan.key} at {plan.replicas} "
+                "replicas once it is compiled"), after=f"Deployment/{serving_name(plan.name)}"),)
     pods = list(snap.pods)
     wanted: Optional[list[dict]] = None  # the serving children, once there is something to serve
     if children.dying:
@@ -217,6 +229,7 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
                                (_kind(wanted, "PodDisruptionBudget", serving_name(plan.name)), children.pdb)):
             if needs_apply(live, manifest):
                 actions.append(Apply(manifest))
+    actions += lend_event
     actions += _autoscaler_actions(plan, wanted, children)
 
     status = StatusInputs(
@@ -230,6 +243,8 @@ def decide(intent: Intent, snap: Snapshot, catalog: Catalog, now: float) -> Deci
         endpoint=endpoint_url(plan),
         selector=_selector_string(leader_selector(plan)),
         warnings=plan.warnings,
+        lent_to_compile=lent_to,
+        lending_would_help=_lending_would_help(plan, serving_plan, compile_obs),
     )
     summary = compile_summary(snap.compile_pods) if compiled else ""
     return Decision(actions=tuple(actions), status=status, requeue_after=requeue, compile_summary=summary)
@@ -251,6 +266,43 @@ def _autoscaler_actions(plan: ServicePlan, wanted: Optional[list[dict]], childre
     if needs_apply(live, manifest):
         actions.append(Apply(manifest))
     return actions
+
+
+def _lent_to(deployment: Optional[Obj]) -> Optional[str]:
+    return ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(C.ANNOTATION_LENT_TO_COMPILE)
+
+
+def _lending(plan: ServicePlan, serving_plan: Optional[ServicePlan], compile_obs: CompileObservation,
+             deployment: Optional[Obj]) -> Optional[tuple[str, int]]:
+    """(compile Job, replicas to serve meanwhile) when one serving replica's node goes to the compile
+    (spec.runtime.lendReplicaToCompile), else None.
+
+    Lending starts when the compile of a new artifact cannot be scheduled while the previous artifact serves on a
+    Deployment with at least two available replicas: one fewer than are available (so a node really frees, even
+    when some replicas are Pending). It holds at the Deployment's count (its annotation names the Job, so a
+    restarted operator sees it too) until that compile ends: succeeded, the service rolls onto the new artifact at
+    the full count; failed, the node comes back to serving."""
+    if not plan.lend_replica_to_compile or serving_plan is None or serving_plan.multi_node or deployment is None:
+        return None
+    if plan.compile_placement.on_cpu or compile_obs.state not in (JOB_PENDING, JOB_RUNNING):
+        return None  # nothing to lend for a CPU compile; nothing to wait for once the Job ended
+    if serving_plan.key == plan.key:
+        return None
+    job = compile_obs.job_name
+    if _lent_to(deployment) == job:
+        held = int((deployment.get("spec") or {}).get("replicas") or 0)
+        return (job, max(1, min(held, serving_plan.replicas - 1))) if serving_plan.replicas >= 2 else None
+    available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
+    serving = min(serving_plan.replicas, available) - 1
+    return (job, serving) if compile_obs.unschedulable and serving >= 1 else None
+
+
+def _lending_would_help(plan: ServicePlan, serving_plan: Optional[ServicePlan],
+                        compile_obs: CompileObservation) -> bool:
+    """A blocked compile that lending could unblock, with lending off: the CompilePending message says so."""
+    return (not plan.lend_replica_to_compile and bool(compile_obs.unschedulable) and serving_plan is not None
+            and not serving_plan.multi_node and not plan.compile_placement.on_cpu and serving_plan.replicas >= 2
+            and serving_plan.key != plan.key)
 
 
 def _kind(manifests: list[dict], kind: str, name: str) -> dict:

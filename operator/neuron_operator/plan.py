@@ -109,6 +109,8 @@ class ServicePlan:
     token_secret: Optional[tuple[str, str]] = None  # (secret name, key) holding the Hugging Face token
     startup_timeout_seconds: int = 1800
     allow_surge: bool = False
+    lend_replica_to_compile: bool = False
+    lent_to_compile: Optional[str] = None  # the compile Job one replica's node is lent to (see lending_to)
     topology_key: Optional[str] = None
     compile_backoff_limit: int = 2
     compile_active_deadline_seconds: int = 4 * 3600
@@ -167,6 +169,11 @@ class ServicePlan:
             uris.append(self.compile_spec.speculative.model_uri)
         claims = {u[len("pvc://"):].split("/", 1)[0] for u in uris if u.startswith("pvc://")}
         return tuple(sorted(claims))
+
+    def lending_to(self, job_name: str, replicas: int) -> "ServicePlan":
+        """This (serving) plan at ``replicas`` (fewer than it wants), a replica's node lent to compile Job
+        ``job_name``."""
+        return replace(self, replicas=replicas, lent_to_compile=job_name)
 
     def with_serving_artifact(self, compile_spec: CompileSpec, instance: InstanceType) -> "ServicePlan":
         """The same plan, serving a previous artifact on the instance type it was built for: used while a new
@@ -315,6 +322,7 @@ def plan_for(name: str, namespace: str, uid: str, spec, catalog: Catalog, config
         token_secret=(token.name, token.key) if token else None,
         startup_timeout_seconds=runtime.startup_timeout_seconds,
         allow_surge=runtime.allow_surge,
+        lend_replica_to_compile=runtime.lend_replica_to_compile,
         topology_key=spec.placement.topology_key if spec.placement else None,
         compile_backoff_limit=config.compile_backoff_limit,
         compile_active_deadline_seconds=config.compile_active_deadline_seconds,

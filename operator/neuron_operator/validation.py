@@ -56,6 +56,7 @@ def validate(spec: NeuronInferenceServiceSpec, catalog: Catalog, config: Operato
         problems += _check_overrides(spec, stack, instance)
         problems += _check_extra_args(spec, stack)
     problems += _check_speculative(spec)
+    problems += _check_lending(spec)
     problems += _check_uris(spec)
     problems += _check_resources(spec)
     problems += _check_artifacts(spec, config)
@@ -276,6 +277,22 @@ def _check_speculative(spec: NeuronInferenceServiceSpec) -> list[Problem]:
                 f"({spec.engine.max_model_len}); use at most {spec.engine.max_model_len}",
             )
         )
+    return problems
+
+
+def _check_lending(spec: NeuronInferenceServiceSpec) -> list[Problem]:
+    if not spec.runtime.lend_replica_to_compile:
+        return []
+    field = "spec.runtime.lendReplicaToCompile"
+    problems = []
+    if spec.nodes_per_replica > 1:
+        problems.append(Problem(field, Reason.INVALID_NODES_PER_REPLICA,
+                                f"{field}: lends one Deployment replica; multi-node groups (nodesPerReplica > 1) "
+                                "are never lent"))
+    if spec.autoscaling is not None:
+        problems.append(Problem(field, Reason.INVALID_SPEC,
+                                f"{field}: cannot be combined with spec.autoscaling (the autoscaler owns the replica "
+                                "count)"))
     return problems
 
 

@@ -477,6 +477,17 @@ def _expect_rejected(raw: dict, field: str, *fragments: str) -> None:
             "spec.speculativeDecoding.maxModelLen",
             ["not used by eagle3"],
         ),
+        (
+            base(instanceType="trn1.32xlarge", tensorParallelSize=64, nodesPerReplica=2,
+                 runtime={"lendReplicaToCompile": True}),
+            "spec.runtime.lendReplicaToCompile",
+            ["multi-node groups (nodesPerReplica > 1) are never lent"],
+        ),
+        (
+            base(runtime={"lendReplicaToCompile": True}, autoscaling={"maxReplicas": 4}),
+            "spec.runtime.lendReplicaToCompile",
+            ["cannot be combined with spec.autoscaling"],
+        ),
         # 2.23 stack limits read from the fork and the SDK 2.23 docs (stack features in neuron_runtime.stacks)
         (
             base(instanceType="trn1.32xlarge", tensorParallelSize=64, nodesPerReplica=2,

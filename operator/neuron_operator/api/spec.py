@@ -654,6 +654,16 @@ class RuntimeSpec(SpecModel):
             "devices than the replicas hold. Default false: roll in place, never asking for extra accelerators."
         ),
     )
+    lend_replica_to_compile: bool = Field(
+        False,
+        description=(
+            "When a new compile cannot be scheduled because serving pods hold every node of the instance type (it "
+            "needs that type's devices on the 2.23 stack), serve one replica fewer on the previous artifact until "
+            "the compile finishes, so the compile gets that replica's node; then roll onto the new artifact at the "
+            "full count. Needs replicas >= 2 (the last replica is never lent), nodesPerReplica 1 and no "
+            "spec.autoscaling. Default false: the compile waits (Compiled=False/CompilePending says why)."
+        ),
+    )
 
 
 class PlacementSpec(SpecModel):
@@ -882,6 +892,21 @@ def _spec_rules() -> list[dict[str, str]]:
                     "types have one NeuronCore per logical core (leave it unset)"),
         "fieldPath": ".logicalNeuronCoreConfig",
     })
+    lending = "has(self.runtime) && has(self.runtime.lendReplicaToCompile) && self.runtime.lendReplicaToCompile"
+    rules += [
+        {
+            "rule": f"!({lending}) || self.nodesPerReplica == 1",
+            "message": ("spec.runtime.lendReplicaToCompile: lends one Deployment replica; multi-node groups "
+                        "(nodesPerReplica > 1) are never lent"),
+            "fieldPath": ".runtime.lendReplicaToCompile",
+        },
+        {
+            "rule": f"!({lending}) || !has(self.autoscaling)",
+            "message": ("spec.runtime.lendReplicaToCompile: cannot be combined with spec.autoscaling (the autoscaler "
+                        "owns the replica count)"),
+            "fieldPath": ".runtime.lendReplicaToCompile",
+        },
+    ]
     efa_types = [name for name, it in _catalog.instance_types.items() if it.efa > 0]
     no_efa_types = [name for name, it in _catalog.instance_types.items() if it.efa == 0]
     rules += [

@@ -96,6 +96,8 @@ def build_serving_deployment(plan: ServicePlan) -> dict[str, Any]:
         C.ANNOTATION_COMPILE_SPEC: plan.compile_spec.to_json(),
         C.ANNOTATION_ARTIFACT_LOCATION: plan.store.artifact_location(plan.key),
     }
+    if plan.lent_to_compile:
+        meta["annotations"][C.ANNOTATION_LENT_TO_COMPILE] = plan.lent_to_compile
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -41,6 +41,8 @@ class FakeKube:
         self._uid = itertools.count(1)
         self._failures: list[tuple[str, str, ApiError]] = []
         self.unserved: set[str] = set()  # apiVersions discovery reports as not served (e.g. KEDA not installed)
+        # (apiVersion, kind, namespace, name, "labels"|"annotations") -> the keys our field manager last applied
+        self._applied_keys: dict[tuple[str, ...], set[str]] = {}
 
     # --- test controls -----------------------------------------------------------------------------------------
     def fail_next(self, verb: str, kind: str, status: int, message: str = "injected") -> None:
@@ -130,14 +132,20 @@ class FakeKube:
         meta = obj["metadata"]
         self._record("apply", obj["kind"], meta.get("namespace"), meta["name"])
         existing = self.objects.get((obj["apiVersion"], obj["kind"]), {}).get((meta.get("namespace", ""), meta["name"]))
+        ident = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+        previously = {key: self._applied_keys.get((*ident, key), set()) for key in ("labels", "annotations")}
+        for key in ("labels", "annotations"):
+            self._applied_keys[(*ident, key)] = set(meta.get(key) or {})
         if existing is None:
             return self._store(copy.deepcopy(obj), new=True)
         merged = _merge(existing, {k: v for k, v in obj.items() if k != "status"})
-        # Our manifest owns these maps outright (what SSA does for the fields of our one field manager).
+        # As server-side apply does for one field manager: keys it applied before and omits now are removed, keys
+        # others set stay, keys it sets take its value.
         for key in ("labels", "annotations"):
-            if key in meta:
-                merged["metadata"][key] = {**{k: v for k, v in (existing["metadata"].get(key) or {}).items()
-                                              if k not in (meta.get(key) or {})}, **meta[key]}
+            ours = meta.get(key) or {}
+            kept = {k: v for k, v in (existing["metadata"].get(key) or {}).items()
+                    if k not in ours and k not in previously[key]}
+            merged["metadata"][key] = {**kept, **ours}
         if merged.get("spec") != existing.get("spec"):
             merged["metadata"]["generation"] = int(existing["metadata"].get("generation", 1)) + 1
         return self._store(merged, new=False)
