@@ -192,7 +192,9 @@ class KubeClient:
         if field_selector:
             query["fieldSelector"] = field_selector
         result = self._request("list", kind, "GET", self.path(api_version, kind, namespace), query)
-        return result.get("items") or []
+        # A LIST's items carry no apiVersion/kind (only the list does); put them back, as informers do, so a listed
+        # object compares like a watched one (children.contains checks every field of our manifest, kind included).
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in result.get("items") or []]
 
     def apply(self, obj: dict, force: bool = True) -> dict:
         """Server-side apply with our single field manager. `force` takes fields from managers that fought us

@@ -83,6 +83,7 @@ class ReadyWatch:
         self.ready: dict[str, bool] = {}
         self.all_ready_at: Optional[float] = None
         self.flips = 0
+        self.flip_details: list[str] = []  # what a flip went to: "<name>: <phase> Ready=<status>/<reason> <message>"
 
     def __call__(self, kind: str, obj: dict, at: float) -> None:
         name = obj["metadata"]["name"]
@@ -91,6 +92,12 @@ class ReadyWatch:
         now = kind != "DELETED" and nis_ready(obj) and (self.extra is None or self.extra(obj))
         if self.ready.get(name) and not now:
             self.flips += 1
+            status = obj.get("status") or {}
+            ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+            self.flip_details.append(
+                f"{name}: {kind} phase {status.get('phase')} gen {obj['metadata'].get('generation')}/"
+                f"{status.get('observedGeneration')} Ready={ready.get('status')}/{ready.get('reason')} "
+                f"{ready.get('message', '')[:120]}")
         self.ready[name] = now
         if all(self.ready.get(n) for n in self.wanted):
             self.all_ready_at = self.all_ready_at or at

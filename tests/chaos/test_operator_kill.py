@@ -21,7 +21,9 @@ def _reconverge(watch: ReadyWatch, started: float, last_up: float) -> str:
     assert watch.all_ready_at is not None
     after = watch.all_ready_at - last_up
     how = f"{after:.1f} s after the last restart" if after >= 0 else f"{-after:.1f} s before the last restart"
-    return f"all Ready {watch.all_ready_at - started:.1f} s after apply, {how}; Ready->not-Ready flips {watch.flips}"
+    flips = f" ({'; '.join(watch.flip_details)})" if watch.flip_details else ""
+    return (f"all Ready {watch.all_ready_at - started:.1f} s after apply, {how}; Ready->not-Ready flips "
+            f"{watch.flips}{flips}")
 
 
 def test_operator_sigkill_while_services_converge(api, namespace, operator, rng):

@@ -48,3 +48,34 @@ def test_no_answer_is_an_unreachable_api_error_not_a_crash():
     assert caught.value.unreachable and caught.value.status == UNREACHABLE
     assert "GET /api/v1/namespaces/ns/services/x" in caught.value.message
     assert client.stats.snapshot() == {"get": 1}
+
+
+def test_listed_items_get_the_apiversion_and_kind_a_list_response_leaves_out():
+    """The API server's LIST puts apiVersion/kind on the list only; without them a primed cache object never
+    "contains" our manifest, so a restarted operator re-applied every child and showed Deploying for a moment."""
+    import http.server
+    import threading
+
+    body = json.dumps({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+                       "items": [{"metadata": {"name": "a", "namespace": "ns"}, "spec": {}}]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = k8s_client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        [item] = KubeClient(configuration=configuration, timeout=5).list("apps/v1", "Deployment", "ns")
+    finally:
+        server.shutdown()
+    assert (item["apiVersion"], item["kind"], item["metadata"]["name"]) == ("apps/v1", "Deployment", "a")

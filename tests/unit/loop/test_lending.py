@@ -17,9 +17,9 @@ def deployment(world):
     return world.kube.find("apps/v1", "Deployment", "ml", "llama")
 
 
-def serve_two_replicas(world, lend: bool) -> None:
+def serve_replicas(world, lend: bool, replicas: int = 2) -> None:
     runtime = {"lendReplicaToCompile": True} if lend else {}
-    world.add_service(replicas=2, tensorParallelSize=32, engine={"maxModelLen": OLD_LEN}, runtime=runtime)
+    world.add_service(replicas=replicas, tensorParallelSize=32, engine={"maxModelLen": OLD_LEN}, runtime=runtime)
     world.reconcile()
     [job] = world.kube.of_kind("batch/v1", "Job")
     job_complete(world.kube, job)
@@ -60,7 +60,7 @@ def change_a_compile_input(world) -> dict:
 
 
 def test_a_blocked_compile_borrows_one_replica_then_the_service_rolls_at_full_count(world):
-    serve_two_replicas(world, lend=True)
+    serve_replicas(world, lend=True)
     job = change_a_compile_input(world)
     world.reconcile()
     dep = deployment(world)
@@ -96,7 +96,7 @@ def test_a_blocked_compile_borrows_one_replica_then_the_service_rolls_at_full_co
 
 
 def test_a_failed_compile_gives_the_node_back(world):
-    serve_two_replicas(world, lend=True)
+    serve_replicas(world, lend=True)
     job = change_a_compile_input(world)
     world.reconcile()
     assert deployment(world)["spec"]["replicas"] == 1
@@ -110,7 +110,7 @@ def test_a_failed_compile_gives_the_node_back(world):
 
 
 def test_off_the_compile_waits_and_says_how_to_unblock_it(world):
-    serve_two_replicas(world, lend=False)
+    serve_replicas(world, lend=False)
     change_a_compile_input(world)
     world.reconcile()
     assert deployment(world)["spec"]["replicas"] == 2
@@ -121,15 +121,7 @@ def test_off_the_compile_waits_and_says_how_to_unblock_it(world):
 
 
 def test_the_last_replica_is_never_lent(world):
-    world.add_service(replicas=1, tensorParallelSize=32, runtime={"lendReplicaToCompile": True})
-    world.reconcile()
-    [job] = world.kube.of_kind("batch/v1", "Job")
-    job_complete(world.kube, job)
-    world.watch()
-    world.reconcile()
-    deployment_available(world.kube, deployment(world))
-    world.watch()
-    world.reconcile()
+    serve_replicas(world, lend=True, replicas=1)
     change_a_compile_input(world)
     world.reconcile()
     assert deployment(world)["spec"]["replicas"] == 1
@@ -138,7 +130,7 @@ def test_the_last_replica_is_never_lent(world):
 
 def test_a_pending_replica_is_not_what_gets_lent(world):
     # 3 wanted, 2 running (the third has no node): lending must free a node, so 1 serves meanwhile.
-    serve_two_replicas(world, lend=True)
+    serve_replicas(world, lend=True)
     world.update_spec(replicas=3)
     world.reconcile()
     dep = deployment(world)
