@@ -23,8 +23,10 @@ say "starting the operator (log: $D/operator.log)"
 if [ -f "$D/operator.pid" ] && kill -0 "$(cat "$D/operator.pid")" 2>/dev/null; then
   echo "operator already running (pid $(cat "$D/operator.pid"))"
 else
-  NEURON_OPERATOR_METRICS_PORT=${NEURON_OPERATOR_METRICS_PORT:-18080} \
-    nohup neuron-operator run --namespace=default --standalone --liveness=http://127.0.0.1:18081/healthz \
+  # Both ports are on 127.0.0.1; override them when something else on this machine holds them.
+  NEURON_OPERATOR_METRICS_PORT=${NEURON_OPERATOR_METRICS_PORT:-18080} NEURON_OPERATOR_METRICS_ADDRESS=127.0.0.1 \
+    nohup neuron-operator run --namespace=default --standalone \
+    --liveness="http://127.0.0.1:${DEMO_LIVENESS_PORT:-18081}/healthz" \
     >"$D/operator.log" 2>&1 &
   echo $! >"$D/operator.pid"
   echo "operator pid $(cat "$D/operator.pid")"

@@ -36,6 +36,7 @@ ENV_COMPILE_DEADLINE_SECONDS = "NEURON_OPERATOR_COMPILE_DEADLINE_SECONDS"
 ENV_COMPILE_NODE_SELECTOR = "NEURON_OPERATOR_COMPILE_NODE_SELECTOR"  # JSON {label: value} of the CPU compile pool
 ENV_COMPILE_TOLERATIONS = "NEURON_OPERATOR_COMPILE_TOLERATIONS"  # JSON [toleration] of the CPU compile pool
 ENV_METRICS_PORT = "NEURON_OPERATOR_METRICS_PORT"
+ENV_METRICS_ADDRESS = "NEURON_OPERATOR_METRICS_ADDRESS"  # listen address of /metrics; 0.0.0.0 in a pod
 ENV_AUTOSCALING_PROVIDER = "NEURON_OPERATOR_AUTOSCALING_PROVIDER"  # auto | keda | hpa
 ENV_PROMETHEUS_SERVER_ADDRESS = "NEURON_OPERATOR_PROMETHEUS_SERVER_ADDRESS"  # KEDA's Prometheus trigger queries it
 ENV_HPA_METRIC_NAME = "NEURON_OPERATOR_HPA_METRIC_NAME"  # the queue gauge as the custom metrics API names it
@@ -65,6 +66,8 @@ class OperatorConfig:
     # Watched namespaces: names or kopf-style globs ("team-*"), "!pattern" excludes; empty: all namespaces.
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
+    # All interfaces in a pod (Prometheus scrapes the pod IP); the demo and the tests bind 127.0.0.1.
+    metrics_address: str = "0.0.0.0"
     # Which autoscaler spec.autoscaling makes: keda (ScaledObject), hpa (HorizontalPodAutoscaler), or auto, which
     # the running operator resolves once at start-up (resolve_autoscaling_provider).
     autoscaling_provider: str = C.AUTOSCALER_AUTO
@@ -132,6 +135,7 @@ class OperatorConfig:
             compile_tolerations=tuple(_json_env(env, ENV_COMPILE_TOLERATIONS, list)),
             namespaces=namespaces,
             metrics_port=int(env.get(ENV_METRICS_PORT, "8080")),
+            metrics_address=env.get(ENV_METRICS_ADDRESS, "").strip() or "0.0.0.0",
             autoscaling_provider=env.get(ENV_AUTOSCALING_PROVIDER, "").strip() or C.AUTOSCALER_AUTO,
             prometheus_server_address=env.get(ENV_PROMETHEUS_SERVER_ADDRESS, "").strip() or None,
             hpa_metric_name=env.get(ENV_HPA_METRIC_NAME, "").strip() or QUEUE_METRIC,

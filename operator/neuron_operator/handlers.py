@@ -88,7 +88,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         if _watched(config, namespace):
             queue.enqueue((namespace, name))
     if config.metrics_port:
-        metrics.serve(config.metrics_port)
+        metrics.serve(config.metrics_port, config.metrics_address)
     _state["resync"] = loop.create_task(_resync_forever(cache, config, queue))
 
 

@@ -55,5 +55,5 @@ def set_phase_counts(counts: dict[str, int]) -> None:
         SERVICES.labels(phase=phase).set(counts.get(phase, 0))
 
 
-def serve(port: int, address: str = "0.0.0.0") -> None:
+def serve(port: int, address: str) -> None:
     start_http_server(port, addr=address, registry=REGISTRY)

@@ -66,7 +66,8 @@ def start_operator(name: str) -> tuple[subprocess.Popen, int, object]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "neuron_operator.cli", "run", "--namespace=bench-*", "--standalone",
          f"--liveness=http://127.0.0.1:{health_port}/healthz"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port)})
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port),
+                                                   "NEURON_OPERATOR_METRICS_ADDRESS": "127.0.0.1"})
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -202,7 +202,8 @@ class OperatorProcess:
     def start(self, timeout: float = 90) -> "OperatorProcess":
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         self.metrics_port, self.health_port = free_port(), free_port()
-        env = {**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(self.metrics_port), **self.env}
+        env = {**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(self.metrics_port),
+               "NEURON_OPERATOR_METRICS_ADDRESS": "127.0.0.1", **self.env}
         with open(self.log_path, "ab") as log:
             log.write(f"===== start {self.starts + 1} at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()

@@ -106,6 +106,7 @@ def run_operator(namespace_pattern: str, log_name: str, extra_env: dict[str, str
     metrics_port, health_port = _free_port(), _free_port()
     log_path = TESTENV_DIR / log_name
     env = {**os.environ, "NEURON_OPERATOR_METRICS_PORT": str(metrics_port),
+           "NEURON_OPERATOR_METRICS_ADDRESS": "127.0.0.1",
            "NEURON_OPERATOR_WATCH_TIMEOUT": "60",
            # CPU compiles (vllm-neuron stacks) go to the simulated cluster's compile pool, as a Helm user would set
            # compile.nodeSelector; the instance type stands in for a node group label.

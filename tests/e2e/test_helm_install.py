@@ -72,6 +72,7 @@ class SaOperator:
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}  # never in-cluster config
         env.update(KUBECONFIG=str(kubeconfig), NEURON_OPERATOR_METRICS_PORT=str(self.metrics_port),
+                   NEURON_OPERATOR_METRICS_ADDRESS="127.0.0.1",
                    NEURON_OPERATOR_WATCH_TIMEOUT="60")
         env.pop("NEURON_OPERATOR_NAMESPACES", None)
         self._env = env

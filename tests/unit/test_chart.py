@@ -439,7 +439,8 @@ def test_operator_config_reads_the_rendered_env():
     assert config.namespaces == ("team-a", "team-b")
     assert config.default_artifact_store == "pvc://neuron-artifacts"
     assert (config.compile_backoff_limit, config.compile_active_deadline_seconds) == (3, 3600)
-    assert config.metrics_port == 8080
+    assert (config.metrics_port, config.metrics_address) == (8080, "0.0.0.0")  # in a pod: scraped on its IP
+    assert OperatorConfig.from_env({"NEURON_OPERATOR_METRICS_ADDRESS": "127.0.0.1"}).metrics_address == "127.0.0.1"
     assert config.default_stack("trn2") == "neuron-2.32-vllm-neuron-0.24"
     assert config.default_stack("trn1") == "neuron-2.23-vllm-0.7.2"  # the built-in default stays for the rest
     assert config.image_for("neuron-2.32-vllm-neuron-0.24") == "registry.example/rt:1"
