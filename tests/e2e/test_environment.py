@@ -9,6 +9,8 @@ import subprocess
 
 import yaml
 
+from neuron_operator.catalog import load_catalog
+
 from .kube import condition, kubectl, kubectl_json, wait_until
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
@@ -78,7 +80,10 @@ def test_sixteen_devices_schedule_on_a_sixteen_device_node(namespace):
     kubectl("wait", "-n", namespace, "--for=condition=Available", "deployment/fits", "--timeout=90s", timeout=100)
     pod = kubectl_json("get", "pods", "-n", namespace, "-l", "app=fits")["items"][0]
     node = kubectl_json("get", "node", pod["spec"]["nodeName"])
-    assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] in {"trn1.32xlarge", "trn2.48xlarge"}
+    # Any catalog type with 16 devices will do (trn1.32xlarge, trn2.48xlarge, trn3.48xlarge ...); the scheduler picks.
+    sixteen = {t.name for t in load_catalog().instance_types.values() if t.devices == 16}
+    assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] in sixteen
+    assert node["status"]["allocatable"]["aws.amazon.com/neuron"] == "16"
 
 
 def test_seventeen_devices_stay_pending_with_a_reason(namespace):
