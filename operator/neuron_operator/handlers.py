@@ -315,6 +315,7 @@ def report_compile_outcome(type_: Optional[str], job: Mapping[str, Any]) -> None
     if result.outcome == CompileOutcome.SUCCEEDED:
         log.info("compile Job %s succeeded%s (artifact %s)", where, took, result.key)
     else:
-        failed = next((c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"), {})
+        failed = next((c for c in (job.get("status") or {}).get("conditions") or []
+                       if c.get("type") in ("FailureTarget", "Failed")), {})
         log.warning("compile Job %s failed%s (artifact %s): %s: %s", where, took, result.key,
                     failed.get("reason", ""), failed.get("message", ""))

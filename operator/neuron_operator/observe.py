@@ -41,23 +41,29 @@ def _parse_time(value: Any) -> Optional[datetime.datetime]:
 
 
 def compile_finished(job: Obj) -> Optional[CompileResult]:
-    """The outcome and timing of a compile Job that has its terminal condition (Complete or Failed), else None.
+    """The outcome and timing of a compile Job that has reached its outcome, else None.
 
-    Read from the Job alone (its conditions, status.startTime, status.completionTime), so every pass and every
-    operator process computes the same result: status.lastCompile never changes while the Job does not, and the
-    compile-duration metric observes the same value the status shows. The interim conditions (SuccessCriteriaMet,
-    FailureTarget) do not count: completionTime is only set with Complete.
+    The Job controller (Kubernetes >= 1.31) first adds the interim condition (SuccessCriteriaMet, FailureTarget),
+    terminates what is left, then adds the terminal one (Complete with status.completionTime, Failed). The pass that
+    sees the interim condition already acts on the outcome (observe_compile), so the outcome is read from it here too
+    and timed by its lastTransitionTime, which the Job keeps after the terminal condition arrives: status.lastCompile
+    is written once, with the rollout it starts, instead of once more when Complete follows. On an API server that
+    sets no interim condition the terminal one times it. Read from the Job alone, so every pass and every operator
+    process computes the same result, and the compile-duration metric observes the value the status shows.
     """
     status = job.get("status") or {}
-    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
-    if complete is None and failed is None:
+    success = _job_condition(job, "SuccessCriteriaMet") or _job_condition(job, "Complete")
+    failure = _job_condition(job, "FailureTarget") or _job_condition(job, "Failed")
+    if success is None and failure is None:
         return None
     meta = job.get("metadata") or {}
-    if complete is not None:
+    if success is not None:
         outcome = CompileOutcome.SUCCEEDED
-        finished_at = status.get("completionTime") or complete.get("lastTransitionTime")
+        finished_at = success.get("lastTransitionTime")
+        if success.get("type") == "Complete":
+            finished_at = status.get("completionTime") or finished_at
     else:
-        outcome, finished_at = CompileOutcome.FAILED, failed.get("lastTransitionTime")
+        outcome, finished_at = CompileOutcome.FAILED, failure.get("lastTransitionTime")
     started = _parse_time(status.get("startTime") or meta.get("creationTimestamp"))
     finished = _parse_time(finished_at)
     duration = max(0, round((finished - started).total_seconds())) if started and finished else None

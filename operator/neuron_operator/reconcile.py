@@ -3,7 +3,8 @@
   1. read: the service and its children from the watch cache (snapshot.py) - no API request;
   2. decide: decide.decide(intent, snapshot, catalog, now) -> the writes and the status inputs (pure);
   3. act: executor.Executor performs the writes, then writes the status once, only if it changed, and posts the
-     Events of the transitions.
+     Events of the transitions. The status is decided from the snapshot after the writes (their responses are
+     cached), so it describes what the pass left behind.
 Safe to run any number of times for the same state (idempotent); the executor is the only place that writes.
 """
 
@@ -67,7 +68,14 @@ class Reconciler:
         intent = intent_for(service, self.catalog, self.config)
         decision = decide(intent, take_snapshot(self.cache, intent), self.catalog, self.clock())
         outcome = self.executor.run(service, decision.actions)
-        status, written = self.executor.write_status(service, with_rejections(decision.status, outcome.rejected))
+        inputs = decision.status
+        if outcome.done:
+            # Each write's response is in the cache now: report the state this pass left, not the one it found
+            # (e.g. the Deployment it just created, with its replicas and artifact), so one step costs one status
+            # write instead of a second when the watch event of our own write comes back. The actions of this
+            # second, equally pure decision are the next pass's business.
+            inputs = decide(intent, take_snapshot(self.cache, intent), self.catalog, self.clock()).status
+        status, written = self.executor.write_status(service, with_rejections(inputs, outcome.rejected))
         if written:
             for type_, reason, message in transition_events(service.get("status") or {}, status,
                                                             decision.compile_summary):

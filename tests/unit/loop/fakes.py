@@ -212,6 +212,25 @@ def job_complete(kube: FakeKube, job: dict) -> dict:
         "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
 
 
+# The Job controller's two steps of a success (Kubernetes >= 1.31): the interim condition, then Complete.
+SUCCESS_AT, COMPLETE_AT = "2026-12-01T00:05:00Z", "2026-12-01T00:05:02Z"
+
+
+def job_success_criteria_met(kube: FakeKube, job: dict) -> dict:
+    meta = job["metadata"]
+    return kube.set_status("batch/v1", "Job", meta["namespace"], meta["name"], {
+        "startTime": "2026-12-01T00:00:00Z", "succeeded": 1,
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": SUCCESS_AT}]})
+
+
+def job_complete_after_success_criteria(kube: FakeKube, job: dict) -> dict:
+    meta = job["metadata"]
+    return kube.set_status("batch/v1", "Job", meta["namespace"], meta["name"], {
+        "startTime": "2026-12-01T00:00:00Z", "succeeded": 1, "completionTime": COMPLETE_AT,
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": SUCCESS_AT},
+                       {"type": "Complete", "status": "True", "lastTransitionTime": COMPLETE_AT}]})
+
+
 def deployment_available(kube: FakeKube, deployment: dict) -> dict:
     meta = deployment["metadata"]
     replicas = deployment["spec"]["replicas"]

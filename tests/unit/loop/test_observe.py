@@ -94,31 +94,46 @@ def timed_job(conditions: list[dict], **status) -> dict:
     return obj
 
 
-def test_a_completed_job_reports_its_duration_from_start_to_completion():
-    obj = timed_job([{"type": "SuccessCriteriaMet", "status": "True"},
-                     {"type": "Complete", "status": "True", "lastTransitionTime": "2026-12-01T00:30:00Z"}],
+def test_a_succeeded_job_is_timed_to_its_first_success_condition_which_it_keeps():
+    # The Job controller adds SuccessCriteriaMet, then Complete (with completionTime) once the pod is gone: both
+    # readings give one result, so status.lastCompile is written once, with the rollout the first one starts.
+    interim = timed_job([{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2026-12-01T00:21:40Z"}],
+                        startTime="2026-12-01T00:00:05Z", succeeded=1)
+    final = timed_job([{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2026-12-01T00:21:40Z"},
+                       {"type": "Complete", "status": "True", "lastTransitionTime": "2026-12-01T00:21:45Z"}],
+                      startTime="2026-12-01T00:00:05Z", completionTime="2026-12-01T00:21:45Z", succeeded=1)
+    result = CompileResult(job_name="nis-compile-1", outcome="Succeeded", key="k1", duration_seconds=1295,
+                           finished_at="2026-12-01T00:21:40Z")
+    assert compile_finished(interim) == compile_finished(final) == result
+    assert observe_compile("nis-compile-1", interim, []).finished == result
+    assert observe_compile("nis-compile-1", interim, []).state == "Succeeded"
+
+
+def test_without_interim_conditions_complete_times_the_compile():
+    obj = timed_job([{"type": "Complete", "status": "True", "lastTransitionTime": "2026-12-01T00:30:00Z"}],
                     startTime="2026-12-01T00:00:05Z", completionTime="2026-12-01T00:21:45Z", succeeded=1)
-    result = compile_finished(obj)
-    assert result == CompileResult(job_name="nis-compile-1", outcome="Succeeded", key="k1", duration_seconds=1300,
-                                   finished_at="2026-12-01T00:21:45Z")
-    assert observe_compile("nis-compile-1", obj, []).finished == result
+    assert compile_finished(obj).duration_seconds == 1300  # completionTime, not the condition's time
 
 
-def test_a_failed_job_is_timed_to_its_failed_condition():
-    obj = timed_job([{"type": "FailureTarget", "status": "True", "lastTransitionTime": "2026-12-01T00:09:00Z"},
-                     {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                      "lastTransitionTime": "2026-12-01T00:10:00Z"}], startTime="2026-12-01T00:00:00Z", failed=3)
-    result = compile_finished(obj)
-    assert (result.outcome, result.duration_seconds, result.finished_at) == ("Failed", 600, "2026-12-01T00:10:00Z")
-    assert observe_compile("j", obj, []).finished == result
+def test_a_failed_job_is_timed_to_its_failure_target_which_it_keeps():
+    interim = [{"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                "lastTransitionTime": "2026-12-01T00:09:00Z"}]
+    final = interim + [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                        "lastTransitionTime": "2026-12-01T00:10:00Z"}]
+    for conditions in (interim, final):
+        obj = timed_job(conditions, startTime="2026-12-01T00:00:00Z", failed=3)
+        result = compile_finished(obj)
+        assert (result.outcome, result.duration_seconds, result.finished_at) == ("Failed", 540, "2026-12-01T00:09:00Z")
+        assert observe_compile("j", obj, []).finished == result
+    only_failed = timed_job(final[1:], startTime="2026-12-01T00:00:00Z", failed=3)
+    assert compile_finished(only_failed).duration_seconds == 600
 
 
-def test_only_a_terminal_condition_finishes_a_compile():
-    # The interim conditions come first; completionTime is set only with Complete.
-    assert compile_finished(timed_job([{"type": "SuccessCriteriaMet", "status": "True"}])) is None
-    assert compile_finished(timed_job([{"type": "FailureTarget", "status": "True"}])) is None
+def test_a_compile_without_an_outcome_condition_has_not_finished():
+    assert compile_finished(timed_job([])) is None
     assert compile_finished(timed_job([{"type": "Complete", "status": "False"}])) is None
-    assert observe_compile("j", timed_job([{"type": "SuccessCriteriaMet", "status": "True"}]), []).finished is None
+    assert compile_finished(timed_job([{"type": "SuccessCriteriaMet", "status": "False"}])) is None
+    assert observe_compile("j", timed_job([], active=1), []).finished is None
 
 
 def test_a_job_without_start_time_is_timed_from_its_creation_and_bad_times_give_no_duration():

@@ -11,7 +11,8 @@ from neuron_operator.api.status import Reason
 from neuron_operator.cache import DEPLOYMENT, SERVICE
 from neuron_operator.executor import RetryLater
 
-from .fakes import deployment_available, job_complete
+from .fakes import (deployment_available, job_complete, job_complete_after_success_criteria,
+                    job_success_criteria_met)
 
 
 def the_job(world):
@@ -65,6 +66,37 @@ def test_compiled_then_served_then_ready(world):
     result = world.reconcile()
     assert result.phase == "Ready" and world.kube.writes() == 2  # the status, and the Ready Event
     assert {o["reason"] for o in world.kube.of_kind("v1", "Event")} >= {"CompileStarted", "Compiled", "Ready"}
+
+
+def test_one_status_write_per_step_even_as_the_job_controller_finishes_in_two(world):
+    # Compiling -> Deploying -> Ready is three status writes: the pass that creates the Deployment reports it
+    # (replicas, serving artifact, lastCompile) at once, and neither the Complete that follows SuccessCriteriaMet
+    # nor the watch event of our own Deployment costs another write.
+    def status_writes() -> int:
+        return sum(1 for verb, kind, *_ in world.kube.requests if verb == "patch" and kind == C.KIND)
+
+    world.add_service()
+    world.reconcile()
+    written = status_writes()
+    job_success_criteria_met(world.kube, the_job(world))
+    world.watch()
+    result = world.reconcile()
+    written += status_writes()
+    status = world.service()["status"]
+    assert result.phase == "Deploying" and result.status_written
+    assert status["replicas"] == the_deployment(world)["spec"]["replicas"]
+    assert status["servingArtifact"]["key"] == status["artifact"]["key"]
+    assert status["lastCompile"]["finishedAt"] == "2026-12-01T00:05:00Z"
+    job_complete_after_success_criteria(world.kube, the_job(world))
+    world.watch()
+    result = world.reconcile()
+    assert not result.status_written and world.kube.writes() == 0
+    world.watch()  # the status write's own watch event
+    assert not world.reconcile().status_written
+    deployment_available(world.kube, the_deployment(world))
+    world.watch()
+    assert world.reconcile().phase == "Ready"
+    assert written + status_writes() == 3
 
 
 def test_an_idle_pass_costs_nothing(world):
