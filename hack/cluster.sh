@@ -236,7 +236,7 @@ status() {
   done
   if [ -f "$D/kubeconfig" ] && "$BIN/kubectl" --kubeconfig="$D/kubeconfig" get --raw=/readyz >/dev/null 2>&1; then
     "$BIN/kubectl" --kubeconfig="$D/kubeconfig" version 2>/dev/null | sed 's/^/  /'
-    "$BIN/kubectl" --kubeconfig="$D/kubeconfig" get nodes -L node.kubernetes.io/instance-type \
+    "$BIN/kubectl" --kubeconfig="$D/kubeconfig" get nodes \
       -o custom-columns='NAME:.metadata.name,STATUS:.status.conditions[?(@.type=="Ready")].status,TYPE:.metadata.labels.node\.kubernetes\.io/instance-type,NEURON:.status.allocatable.aws\.amazon\.com/neuron,EFA:.status.allocatable.vpc\.amazonaws\.com/efa'
   else
     echo "API server: not reachable"

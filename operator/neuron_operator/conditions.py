@@ -189,8 +189,10 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
         elif not compiled:
             cond(T.RECONCILING, S.TRUE, Reason.COMPILING, f"compiling artifact {inputs.key}")
         else:
+            # Progress in the available count only, which moves with status.readyReplicas: counting updated pods
+            # too would cost a status write each time one is created, before it can serve.
             cond(T.RECONCILING, S.TRUE, Reason.ROLLING_OUT,
-                 f"rolling out artifact {inputs.key}: {serving.updated}/{desired} updated, {serving.available} available")
+                 f"rolling out artifact {inputs.key}: {serving.available}/{desired} available")
 
     # --- phase ------------------------------------------------------------------------------------------
     if failed or runtime_failure is not None:

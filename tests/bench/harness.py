@@ -87,7 +87,8 @@ def node_manifests(spec: str, tag: str) -> str:
 
 def apply_nodes(spec: str, tag: str) -> str:
     manifests = node_manifests(spec, tag)
-    sh("kubectl", "apply", "--server-side", "-f", "-", input=manifests)
+    # Forced: a rerun on a running cluster re-applies nodes whose ttl annotation kube-controller-manager now manages.
+    sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", "-", input=manifests)
     return manifests
 
 

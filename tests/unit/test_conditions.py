@@ -64,6 +64,19 @@ def test_rolling_out_after_compile():
     assert s["phase"] == "Deploying" and conds(s)["Reconciling"] == ("True", "RollingOut")
 
 
+def test_a_pod_created_before_it_can_serve_changes_no_status():
+    # Each serving pod the Deployment creates moves updatedReplicas first, availableReplicas (and readyReplicas)
+    # only once it serves: only the second is worth a status write.
+    done = CompileObservation("j", JOB_SUCCEEDED)
+    before = ServingObservation(exists=True, artifact_key="new", desired=2, ready=0, available=0, updated=0)
+    created = ServingObservation(exists=True, artifact_key="new", desired=2, ready=0, available=0, updated=1)
+    s = compute_status(inputs(compile=done, serving=before), None, T0)
+    assert compute_status(inputs(compile=done, serving=created), s, T1) == s
+    serving_one = ServingObservation(exists=True, artifact_key="new", desired=2, ready=1, available=1, updated=1)
+    assert "1/2 available" in next(c for c in compute_status(inputs(compile=done, serving=serving_one), s, T1)
+                                   ["conditions"] if c["type"] == "Reconciling")["message"]
+
+
 def test_failed_compile_stalls_but_old_revision_serves():
     obs = CompileObservation("j2", JOB_FAILED, attempts=3, failure="OOMKilled (exit 137): killed")
     s = compute_status(inputs(compile=obs, serving=serving(key="old")), None, T0)
