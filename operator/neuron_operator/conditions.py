@@ -72,6 +72,9 @@ class ServingObservation:
     available: int = 0
     updated: int = 0
     rolled_out: bool = False  # controller observed the latest template and every replica is updated
+    # The controller finished rolling out this template once (Deployment Progressing=NewReplicaSetAvailable): fewer
+    # available replicas after that are a loss (Degraded); before it, pods still coming up (Deploying).
+    rollout_complete: bool = True
     unavailable_reason: str = ""  # e.g. scheduling failure detail
     failure: Optional[RuntimeFailure] = None  # a pod that ended with a permanent runtime exit code
 
@@ -203,7 +206,7 @@ def compute_status(inputs: StatusInputs, previous: Optional[dict[str, Any]], now
         status["phase"] = Phase.READY
     elif not compiled and serving_available:
         status["phase"] = Phase.COMPILING  # recompiling while the previous artifact serves
-    elif serving_some and not serving_available and serving.rolled_out:
+    elif serving_some and not serving_available and serving.rolled_out and serving.rollout_complete:
         status["phase"] = Phase.DEGRADED
     else:
         status["phase"] = Phase.DEPLOYING

@@ -41,12 +41,23 @@ RESOURCES: dict[tuple[str, str], str] = {
 WRITE_VERBS = frozenset({"create", "apply", "patch", "update", "delete"})
 
 
+# The cause the API server's namespace-lifecycle admission gives when it refuses a new object in a namespace being
+# deleted (k8s.io/api core/v1 NamespaceTerminatingCause).
+NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str):
+    def __init__(self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()):
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.causes = causes  # details.causes[].reason of the Status body
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """A create or apply refused because the namespace is being deleted: nothing in it is worth retrying."""
+        return self.status == 403 and NAMESPACE_TERMINATING_CAUSE in self.causes
 
     @property
     def not_found(self) -> bool:
@@ -239,23 +250,30 @@ class KubeClient:
                 raise
 
 
+def _causes(body: Any) -> tuple[str, ...]:
+    details = body.get("details") if isinstance(body, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return tuple(str(c.get("reason", "")) for c in causes or [] if isinstance(c, dict))
+
+
 def _error_from_body(status: int, data: bytes) -> ApiError:
-    reason, message = "", ""
+    reason, message, causes = "", "", ()
     try:
         body = json.loads(data or b"{}")
-        reason, message = body.get("reason", ""), body.get("message", "")
-    except (ValueError, TypeError):
+        reason, message, causes = body.get("reason", ""), body.get("message", ""), _causes(body)
+    except (ValueError, TypeError, AttributeError):
         message = (data or b"").decode(errors="replace")[:500]
-    return ApiError(status, reason, message)
+    return ApiError(status, reason, message, causes)
 
 
 def _api_error(exc: ApiException) -> ApiError:
     message = exc.reason or ""
-    reason = ""
+    reason, causes = "", ()
     try:
         body = json.loads(exc.body or "{}")
         message = body.get("message", message)
         reason = body.get("reason", "")
-    except (ValueError, TypeError):
+        causes = _causes(body)
+    except (ValueError, TypeError, AttributeError):
         pass
-    return ApiError(exc.status or 0, reason, message)
+    return ApiError(exc.status or 0, reason, message, causes)

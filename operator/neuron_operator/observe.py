@@ -17,6 +17,10 @@ from .plan import compile_spec_from_annotation
 
 Obj = Mapping[str, Any]
 
+# Deployment condition Progressing's reason once a rollout has finished (k8s.io/kubernetes
+# pkg/controller/deployment/util/deployment_util.go NewRSAvailableReason).
+DEPLOYMENT_ROLLOUT_COMPLETE = "NewReplicaSetAvailable"
+
 # The runtime's exit codes that no restart can fix (runtime/neuron_runtime/constants.py): a serving pod that ends
 # with one of them makes the service Stalled instead of leaving it to crash-loop unexplained.
 PERMANENT_SERVING_EXIT_CODES = (runtime_constants.EXIT_BAD_SPEC, runtime_constants.EXIT_ARTIFACT_INVALID,
@@ -177,9 +181,14 @@ def observe_deployment(deployment: Optional[Obj], pods: Iterable[Obj]) -> Servin
         pods = list(pods)
         detail = unschedulable_detail(pods)
         failure = first_failure(pods)
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), None)
     return ServingObservation(
         exists=True,
         artifact_key=(meta.get("labels") or {}).get(C.LABEL_ARTIFACT_KEY),
+        # The Deployment controller says NewReplicaSetAvailable once every replica of the new template has been
+        # available, and keeps it when a pod is lost later; without the condition (none written yet, or an object
+        # not from the controller) fall back to the replica counts alone.
+        rollout_complete=progressing is None or progressing.get("reason") == DEPLOYMENT_ROLLOUT_COMPLETE,
         desired=desired,
         ready=int(status.get("readyReplicas") or 0),
         available=available,

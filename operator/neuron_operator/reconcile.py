@@ -11,6 +11,7 @@ Safe to run any number of times for the same state (idempotent); the executor is
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
@@ -23,11 +24,13 @@ from .config import OperatorConfig
 from .decide import decide, intent_for
 from .events import transition_events
 from .executor import Executor, RetryLater
-from .kube import KubeClient
+from .kube import ApiError, KubeClient
 from .snapshot import take_snapshot
 from .validation import Problem
 
 __all__ = ["PassResult", "Reconciler", "RetryLater", "utc_now"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +70,15 @@ class Reconciler:
             return PassResult()  # children go with the owner through garbage collection
         intent = intent_for(service, self.catalog, self.config)
         decision = decide(intent, take_snapshot(self.cache, intent), self.catalog, self.clock())
-        outcome = self.executor.run(service, decision.actions)
+        try:
+            outcome = self.executor.run(service, decision.actions)
+        except ApiError as err:
+            if not err.namespace_terminating:
+                raise
+            # The namespace is being deleted and is taking our children with it: recreating them, retrying or
+            # reporting on them is wasted work (the service goes next).
+            log.debug("%s/%s: namespace is being deleted; not recreating %s", namespace, name, err.message)
+            return PassResult()
         inputs = decision.status
         if outcome.done:
             # Each write's response is in the cache now: report the state this pass left, not the one it found

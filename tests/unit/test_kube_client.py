@@ -79,3 +79,19 @@ def test_listed_items_get_the_apiversion_and_kind_a_list_response_leaves_out():
     finally:
         server.shutdown()
     assert (item["apiVersion"], item["kind"], item["metadata"]["name"]) == ("apps/v1", "Deployment", "a")
+
+
+def test_a_namespace_terminating_refusal_is_told_apart_from_other_forbidden_errors():
+    from neuron_operator.kube import _error_from_body
+
+    body = {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": 'deployments.apps "llama" is forbidden: unable to create new content in namespace ml because '
+                       "it is being terminated",
+            "details": {"name": "llama", "kind": "deployments",
+                        "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                    "message": "namespace ml is being terminated"}]}}
+    err = _error_from_body(403, json.dumps(body).encode())
+    assert err.namespace_terminating and err.causes == ("NamespaceTerminating",)
+    rbac = _error_from_body(403, json.dumps({"reason": "Forbidden", "message": "cannot create"}).encode())
+    assert not rbac.namespace_terminating
+    assert not _error_from_body(403, b"not json").namespace_terminating

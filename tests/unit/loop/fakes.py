@@ -45,9 +45,10 @@ class FakeKube:
         self._applied_keys: dict[tuple[str, ...], set[str]] = {}
 
     # --- test controls -----------------------------------------------------------------------------------------
-    def fail_next(self, verb: str, kind: str, status: int, message: str = "injected") -> None:
-        reason = {404: "NotFound", 409: "Conflict", 422: "Invalid", 500: "InternalError"}.get(status, "")
-        self._failures.append((verb, kind, ApiError(status, reason, message)))
+    def fail_next(self, verb: str, kind: str, status: int, message: str = "injected",
+                  causes: tuple[str, ...] = ()) -> None:
+        reason = {403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid", 500: "InternalError"}.get(status, "")
+        self._failures.append((verb, kind, ApiError(status, reason, message, causes)))
 
     def counts(self) -> Counter:
         return Counter(verb for verb, *_ in self.requests)

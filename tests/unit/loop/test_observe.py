@@ -69,6 +69,24 @@ def test_deployment_rolled_out_only_when_the_controller_saw_the_latest_generatio
     assert observe_deployment(None, []).exists is False
 
 
+def test_a_first_rollout_coming_up_is_not_a_lost_replica():
+    # Two replicas, one available: while the controller still says ReplicaSetUpdated the service is Deploying; once
+    # it has said NewReplicaSetAvailable, the same counts mean a replica was lost (Degraded).
+    from neuron_operator.conditions import JOB_SUCCEEDED, CompileObservation, StatusInputs, compute_status
+
+    def phase(reason):
+        obj = deployment(available=1)
+        obj["status"]["conditions"] = [{"type": "Progressing", "status": "True", "reason": reason}]
+        obs = observe_deployment(obj, [])
+        inputs = StatusInputs(generation=1, replicas=2, key="k1", artifact_location="pvc://a/k1",
+                              compile=CompileObservation("j", JOB_SUCCEEDED), serving=obs)
+        return obs.rollout_complete, compute_status(inputs, None, "2026-12-01T00:00:00Z")["phase"]
+
+    assert phase("ReplicaSetUpdated") == (False, "Deploying")
+    assert phase("NewReplicaSetAvailable") == (True, "Degraded")
+    assert observe_deployment(deployment(available=1), []).rollout_complete  # no condition: the counts decide
+
+
 def test_unavailable_deployment_reads_its_pods_for_the_reason():
     crashing = {"metadata": {"name": "llama-x"}, "status": {"containerStatuses": [
         {"lastState": {"terminated": {"exitCode": 3, "message": "artifact   incomplete"}}}]}}

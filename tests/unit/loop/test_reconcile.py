@@ -99,6 +99,30 @@ def test_one_status_write_per_step_even_as_the_job_controller_finishes_in_two(wo
     assert written + status_writes() == 3
 
 
+def test_children_lost_with_a_terminating_namespace_are_not_recreated_or_reported(world):
+    # Deleting a namespace deletes the children before the service: the API server refuses to recreate them
+    # (403, cause NamespaceTerminating). The pass stops there: no retry, no status write.
+    converge(world)
+    world.kube.delete("apps/v1", "Deployment", "ml", "llama")
+    world.cache.remove(DEPLOYMENT, "ml", "llama")  # the watch's DELETED event
+    world.kube.fail_next("apply", "Deployment", 403, 'deployments.apps "llama" is forbidden: unable to create new '
+                         "content in namespace ml because it is being terminated", causes=("NamespaceTerminating",))
+    status = world.service()["status"]
+    result = world.reconcile()
+    assert result.requeue_after is None and not result.status_written
+    assert [(v, k) for v, k, *_ in world.kube.requests] == [("apply", "Deployment")]
+    assert world.service()["status"] == status
+
+
+def test_any_other_forbidden_apply_is_not_swallowed(world):
+    converge(world)
+    world.kube.delete("apps/v1", "Deployment", "ml", "llama")
+    world.cache.remove(DEPLOYMENT, "ml", "llama")  # the watch's DELETED event
+    world.kube.fail_next("apply", "Deployment", 403, "RBAC says no")
+    with pytest.raises(Exception, match="RBAC says no"):
+        world.reconcile()
+
+
 def test_an_idle_pass_costs_nothing(world):
     converge(world)
     world.watch()
