@@ -25,7 +25,7 @@ from .cache import (DEPLOYMENT, HPA, JOB, JOB_NAME_LABEL, KINDS, PDB, POD, SCALE
 from .catalog import load_catalog
 from .config import OperatorConfig, has_namespace_patterns, namespace_watched
 from .kube import ApiError, KubeClient
-from .observe import compile_finished
+from .observe import compile_finished, job_outcome
 from .reconcile import Reconciler, RetryLater
 from .workqueue import RetryableError, WorkQueue
 
@@ -315,7 +315,6 @@ def report_compile_outcome(type_: Optional[str], job: Mapping[str, Any]) -> None
     if result.outcome == CompileOutcome.SUCCEEDED:
         log.info("compile Job %s succeeded%s (artifact %s)", where, took, result.key)
     else:
-        failed = next((c for c in (job.get("status") or {}).get("conditions") or []
-                       if c.get("type") in ("FailureTarget", "Failed")), {})
+        failed = job_outcome(job)[1] or {}
         log.warning("compile Job %s failed%s (artifact %s): %s: %s", where, took, result.key,
                     failed.get("reason", ""), failed.get("message", ""))

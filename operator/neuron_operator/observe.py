@@ -44,30 +44,37 @@ def _parse_time(value: Any) -> Optional[datetime.datetime]:
         return None
 
 
-def compile_finished(job: Obj) -> Optional[CompileResult]:
-    """The outcome and timing of a compile Job that has reached its outcome, else None.
+def job_outcome(job: Obj) -> tuple[Optional[str], Optional[Obj]]:
+    """The Job's outcome (a CompileOutcome, or None while it runs) and the condition that first told it.
 
-    The Job controller (Kubernetes >= 1.31) first adds the interim condition (SuccessCriteriaMet, FailureTarget),
-    terminates what is left, then adds the terminal one (Complete with status.completionTime, Failed). The pass that
-    sees the interim condition already acts on the outcome (observe_compile), so the outcome is read from it here too
-    and timed by its lastTransitionTime, which the Job keeps after the terminal condition arrives: status.lastCompile
-    is written once, with the rollout it starts, instead of once more when Complete follows. On an API server that
-    sets no interim condition the terminal one times it. Read from the Job alone, so every pass and every operator
-    process computes the same result, and the compile-duration metric observes the value the status shows.
+    The Job controller (Kubernetes >= 1.31) first adds an interim condition (SuccessCriteriaMet, FailureTarget),
+    terminates what is left, then adds the terminal one (Complete with status.completionTime, Failed) and keeps
+    both; an API server without interim conditions sets only the terminal one.
     """
-    status = job.get("status") or {}
     success = _job_condition(job, "SuccessCriteriaMet") or _job_condition(job, "Complete")
-    failure = _job_condition(job, "FailureTarget") or _job_condition(job, "Failed")
-    if success is None and failure is None:
-        return None
-    meta = job.get("metadata") or {}
     if success is not None:
-        outcome = CompileOutcome.SUCCEEDED
-        finished_at = success.get("lastTransitionTime")
-        if success.get("type") == "Complete":
-            finished_at = status.get("completionTime") or finished_at
-    else:
-        outcome, finished_at = CompileOutcome.FAILED, failure.get("lastTransitionTime")
+        return CompileOutcome.SUCCEEDED, success
+    failure = _job_condition(job, "FailureTarget") or _job_condition(job, "Failed")
+    if failure is not None:
+        return CompileOutcome.FAILED, failure
+    return None, None
+
+
+def compile_finished(job: Obj) -> Optional[CompileResult]:
+    """The outcome and timing of a compile Job that has reached its outcome (job_outcome), else None.
+
+    Timed by the condition that first told the outcome, which the Job keeps once the terminal one follows: the pass
+    that sees the interim condition already acts on it (observe_compile), so status.lastCompile is written once,
+    with the rollout it starts, not once more when Complete arrives. Read from the Job alone, so every pass and every
+    operator process computes the same result, and the compile-duration metric observes the value the status shows.
+    """
+    outcome, told = job_outcome(job)
+    if outcome is None or told is None:
+        return None
+    status, meta = job.get("status") or {}, job.get("metadata") or {}
+    finished_at = told.get("lastTransitionTime")
+    if told.get("type") == "Complete":  # no interim condition: completionTime is the Job's own finish time
+        finished_at = status.get("completionTime") or finished_at
     started = _parse_time(status.get("startTime") or meta.get("creationTimestamp"))
     finished = _parse_time(finished_at)
     duration = max(0, round((finished - started).total_seconds())) if started and finished else None
@@ -108,11 +115,11 @@ def observe_compile(job_name: str, job: Optional[Obj], pods: Iterable[Obj]) -> C
     attempts = failed_pods + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
     finished = compile_finished(job)
     memory_limit = _compile_memory_limit(job)
-    if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
+    outcome, failed_cond = job_outcome(job)
+    if outcome == CompileOutcome.SUCCEEDED:
         return CompileObservation(job_name=job_name, state=JOB_SUCCEEDED, attempts=attempts, finished=finished)
     failure = _latest_pod_failure(pods) if failed_pods else ""
-    failed_cond = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
-    if failed_cond:
+    if outcome == CompileOutcome.FAILED and failed_cond is not None:
         if failed_cond.get("reason") == "DeadlineExceeded":
             failure = f"deadline of {job['spec'].get('activeDeadlineSeconds')}s exceeded" + (f"; last: {failure}" if failure else "")
         return CompileObservation(job_name=job_name, state=JOB_FAILED, attempts=failed_pods,

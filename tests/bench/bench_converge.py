@@ -45,6 +45,10 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def requests_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    return {v: int(after.get(v, 0) - before.get(v, 0)) for v in sorted(set(after) | set(before))}
+
+
 def store_manifests(namespace: str) -> str:
     return artifact_store_manifests(namespace, f"bench-{namespace}")
 
@@ -120,7 +124,7 @@ def main() -> int:
                 time.sleep(0.05)
             time.sleep(3)  # let trailing events settle, then count what converging cost
             after = scrape(metrics_port)
-            delta = {v: int(after.get(v, 0) - before.get(v, 0)) for v in sorted(set(after) | set(before))}
+            delta = requests_between(before, after)
             to_children.append(children_at)
             to_ready.append(ready_at)
             writes.append(sum(delta.get(v, 0) for v in WRITE_VERBS))
@@ -132,8 +136,8 @@ def main() -> int:
             before = scrape(metrics_port)
             sh("kubectl", "delete", "namespace", ns, "--wait=true", "--timeout=120s")
             time.sleep(1)
-            after = scrape(metrics_port)
-            teardown.append({v: int(after.get(v, 0) - before.get(v, 0)) for v in WRITE_VERBS if after.get(v, 0) - before.get(v, 0)})
+            teardown.append({v: n for v, n in requests_between(before, scrape(metrics_port)).items()
+                             if v in WRITE_VERBS and n})
             sh("kubectl", "delete", "pv", f"bench-{ns}", "--wait=false")
         print()
         print(f"apply -> first child (compile Job): median {statistics.median(to_children):.2f}s "
